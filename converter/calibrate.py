@@ -1,0 +1,156 @@
+"""Run the ANN in onnxruntime on calibration data with every activation exposed, and keep per-layer statistics.
+
+Batches are streamed; each layer keeps its exact maximum and a bounded uniform sample of its positive values
+(exact while it fits, halved with a fixed seed beyond), so percentiles and threshold searches need bounded memory.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from runtime.errors import InputError
+from runtime.plan import TensorInfo
+from runtime.session import check_array
+
+from .errors import CalibrationError
+from .progress import progress
+
+SAMPLE_CAP = 4_000_000  # positive values kept per layer
+
+
+class ActivationStats:
+    """Streaming statistics of one activation layer's outputs."""
+
+    def __init__(self, seed: int = 0):
+        self.max = 0.0
+        self.count = 0
+        self.positive = 0
+        self._keep = 1.0
+        self._parts: list[np.ndarray] = []
+        self._stored = 0
+        self._rng = np.random.default_rng(seed)
+        self._sample: np.ndarray | None = None
+
+    def add(self, values: np.ndarray) -> None:
+        flat = values.reshape(-1)
+        pos = flat[flat > 0]
+        self.count += flat.size
+        self.positive += pos.size
+        if pos.size:
+            self.max = max(self.max, float(pos.max()))
+        if self._keep < 1.0:
+            pos = pos[self._rng.random(pos.size) < self._keep]
+        self._parts.append(pos.astype(np.float32, copy=True))
+        self._stored += pos.size
+        self._sample = None
+        while self._stored > SAMPLE_CAP:
+            merged = np.concatenate(self._parts)
+            merged = merged[self._rng.random(merged.size) < 0.5]
+            self._parts, self._stored, self._keep = [merged], merged.size, self._keep / 2
+
+    @property
+    def sample(self) -> np.ndarray:
+        """Positive values seen (all of them, or a uniform sample when there were too many)."""
+        if self._sample is None:
+            self._sample = np.concatenate(self._parts) if self._parts else np.zeros(0, np.float32)
+            self._parts = [self._sample]
+        return self._sample
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.sample, q)) if self.sample.size else 0.0
+
+    def clipped_fraction(self, v_th: float) -> float:
+        """Fraction of all activation values (zeros included) above v_th."""
+        if not self.count or not self.sample.size:
+            return 0.0
+        return float(np.mean(self.sample > v_th)) * self.positive / self.count
+
+    def summary(self, v_th: float) -> dict:
+        return {"max": self.max, "p99": self.percentile(99), "p99.9": self.percentile(99.9), "p99.99": self.percentile(99.99),
+                "positive_fraction": self.positive / max(1, self.count), "clipped_fraction": self.clipped_fraction(v_th)}
+
+
+def _as_array(value):
+    """Arrays, or anything array-like (a torch tensor from a DataLoader, without importing torch)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def iter_batches(calibration, inputs: list[TensorInfo], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Yield validated feed dicts from an array, a dict of arrays, or an iterable of such batches (or tuples)."""
+    names = [i.name for i in inputs]
+
+    def to_feeds(item, where: str) -> dict:
+        if isinstance(item, dict):  # extra keys (labels, say) are ignored
+            missing = [n for n in names if n not in item]
+            if missing:
+                raise CalibrationError(f"calibration {where}: input {missing[0]!r} missing (got keys {sorted(map(str, item))}; model inputs: {', '.join(names)})")
+            feeds = {n: item[n] for n in names}
+        elif isinstance(item, (tuple, list)):
+            if len(item) < len(names):
+                raise CalibrationError(f"calibration {where}: a tuple of {len(item)} items for {len(names)} model inputs ({', '.join(names)})")
+            feeds = dict(zip(names, item))
+        else:
+            if len(names) != 1:
+                raise CalibrationError(f"calibration {where}: one array given but the model has inputs {', '.join(names)}; give a dict")
+            feeds = {names[0]: item}
+        out = {}
+        for info in inputs:
+            try:
+                out[info.name] = check_array(_as_array(feeds[info.name]), info.name, info)
+            except InputError as exc:
+                raise CalibrationError(f"calibration {where}: {exc}") from None
+        return out
+
+    if isinstance(calibration, (np.ndarray, dict)) or hasattr(calibration, "__array__"):
+        feeds = to_feeds(calibration if isinstance(calibration, dict) else _as_array(calibration), "data")
+        n = next(iter(feeds.values())).shape[0]
+        for start in range(0, n, batch_size):
+            yield {k: v[start:start + batch_size] for k, v in feeds.items()}
+        return
+    if not isinstance(calibration, Iterable):
+        raise CalibrationError(f"calibration must be an array, a dict of arrays or an iterable of batches, got {type(calibration).__name__}")
+    for i, item in enumerate(calibration):
+        yield to_feeds(item, f"batch {i}")
+
+
+def calibrate(ann: onnx.ModelProto, inputs: list[TensorInfo], activation_outputs: list[str], calibration,
+              batch_size: int = 64, show_progress: bool | None = None) -> dict[str, ActivationStats]:
+    """Per-layer statistics of the named activation outputs over all calibration batches."""
+    model = onnx.ModelProto()
+    model.CopyFrom(ann)
+    existing = {o.name for o in model.graph.output}
+    for name in activation_outputs:
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    stats = {name: ActivationStats(seed=i) for i, name in enumerate(activation_outputs)}
+    total = _count(calibration, batch_size)
+    seen = 0
+    for feeds in progress(iter_batches(calibration, inputs, batch_size), total=total, desc="calibrating", unit="batch", enabled=show_progress):
+        try:
+            values = session.run(activation_outputs, feeds)
+        except Exception as exc:
+            raise CalibrationError(f"calibration batch failed in onnxruntime: {str(exc).strip().splitlines()[-1][:300]}") from None
+        for name, value in zip(activation_outputs, values):
+            stats[name].add(value)
+        seen += 1
+    if seen == 0:
+        raise CalibrationError("calibration data is empty; give at least one sample")
+    return stats
+
+
+def _count(calibration, batch_size: int) -> int | None:
+    if isinstance(calibration, dict) and calibration:
+        n = len(next(iter(calibration.values())))
+    elif isinstance(calibration, np.ndarray):
+        n = len(calibration) if calibration.ndim else 0
+    else:
+        return len(calibration) if hasattr(calibration, "__len__") else None
+    return -(-n // batch_size)

@@ -1,0 +1,307 @@
+"""The ``onnx2snn`` command line: demo, convert, run, evaluate, inspect.
+
+Exit codes: 0 success; 2 bad input or usage (one line on stderr starting ``error:`` naming the file, node or
+argument); 1 an internal fault. Output files are written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+from runtime import InferenceSession
+from runtime import format as fmt
+from runtime.errors import InputError, Onnx2SnnError
+from runtime.session import check_feeds
+
+from . import progress as progress_module
+from .convert import convert, model_inputs
+from .data import labels, load_array_file, model_feeds
+from .evaluate import evaluate, plot, table
+from .writer import write_bytes_atomic
+
+log = logging.getLogger("onnx2snn")
+DEMO_TIMESTEPS = "4,8,16,32,64,128"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _timesteps_list(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 4,8,16, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 4,8,16, got {text!r}")
+    return values
+
+
+def _shift(text: str):
+    if text in ("half", "none"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'half', 'none' or a number, got {text!r}") from None
+
+
+def _v_init(text: str):
+    if text == "half":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'half' or a number, got {text!r}") from None
+
+
+def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str = "p99.99") -> None:
+    p.add_argument("--threshold", default=default_threshold, help="V_th per layer: max, a percentile such as p99.99, or optimal (default %(default)s)")
+    p.add_argument("--shift", type=_shift, default="half", help="current shift per step: half (V_th/2T), none, or a number (default %(default)s)")
+    p.add_argument("--reset", choices=fmt.RESETS, default="subtract", help="reset after a spike (default %(default)s)")
+    p.add_argument("--v-init", type=_v_init, default=0.0, help="initial membrane: a number or half (V_th/2) (default %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="calibration batch size (default %(default)s)")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or tables, errors only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onnx2snn", description="Convert ONNX ANNs to spiking neural networks and run them on CPU.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal faults")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="convert the bundled MNIST CNN and compare ANN and SNN accuracy per T")
+    p.add_argument("--model", choices=["mnist_vgg", "mnist_resnet", "digits_cnn"], default="mnist_vgg", help="bundled model (default %(default)s)")
+    p.add_argument("--timesteps", type=_timesteps_list, default=_timesteps_list(DEMO_TIMESTEPS), help="comma-separated T values (default %(default)s)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate on the first N held-out samples only (default: all)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--json", metavar="RESULTS.json", help="also write the results as JSON")
+    p.add_argument("--plot", metavar="ACC.png", help="also plot accuracy vs T")
+    _add_conversion_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("convert", help="convert an ONNX ANN into an SNN description (.snn.onnx)")
+    p.add_argument("model", help="the source ANN (.onnx)")
+    p.add_argument("--calib", required=True, help="calibration data: .npy (single input) or .npz keyed by input name")
+    p.add_argument("-o", "--output", required=True, help="the SNN file to write (.snn.onnx)")
+    p.add_argument("--timesteps", type=_positive_int, default=32, help="T the SNN is converted for (default %(default)s)")
+    p.add_argument("--ann-out", help="also write the threshold-ReLU ANN (plain ONNX)")
+    p.add_argument("--report", help="write the conversion report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    _add_conversion_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("run", help="run an SNN description on input data")
+    p.add_argument("model", help="the SNN file (.snn.onnx)")
+    p.add_argument("--input", required=True, help="input data: .npy (single input) or .npz keyed by input name")
+    p.add_argument("--timesteps", type=_positive_int, default=None, help="T (default: the T the file was converted for)")
+    p.add_argument("--output", help="write the first output (rate readout) as .npy")
+    p.add_argument("--stats", help="write per-layer spike statistics as JSON")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--engine", choices=["numba", "reference"], default="numba", help="simulation engine (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="ANN vs threshold-ANN vs SNN accuracy for several T")
+    p.add_argument("model", help="the source ANN (.onnx)")
+    p.add_argument("--calib", required=True, help="calibration data: .npy or .npz")
+    p.add_argument("--data", required=True, help="evaluation data: .npz with the input array(s) and integer labels 'y'")
+    p.add_argument("--timesteps", type=_timesteps_list, default=_timesteps_list("4,8,16,32,64"), help="comma-separated T values (default 4,8,16,32,64)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--plot", metavar="ACC.png", help="plot accuracy vs T")
+    p.add_argument("--json", metavar="RESULTS.json", help="write the results as JSON")
+    _add_conversion_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("inspect", help="ops and their policy, layers, V_th, metadata of an ANN or SNN file")
+    p.add_argument("model", help="an ONNX ANN or an SNN file")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    _add_common(p)
+    return parser
+
+
+def _say(args, text: str) -> None:
+    if not args.quiet:
+        print(text)
+
+
+def _write_json(path: str, obj) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _conversion_kwargs(args) -> dict:
+    return {"threshold": args.threshold, "shift": args.shift, "reset": args.reset, "v_init": args.v_init, "batch_size": args.batch_size}
+
+
+def cmd_convert(args) -> int:
+    calib = load_array_file(args.calib)
+    snn = convert(args.model, calib, timesteps=args.timesteps, progress=None if not args.quiet else False, **_conversion_kwargs(args))
+    snn.save(args.output)
+    if args.ann_out:
+        snn.save_ann(args.ann_out)
+    if args.report:
+        _write_json(args.report, snn.report.to_dict())
+    if args.json:
+        print(snn.report.to_json())
+    else:
+        _say(args, snn.report.table())
+        _say(args, f"wrote {args.output} ({len(snn.thresholds)} neuron layers, T={args.timesteps}, threshold {args.threshold})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    session = InferenceSession(args.model, threads=args.threads, engine=args.engine)
+    data = load_array_file(args.input)
+    feeds = model_feeds(data, [i.name for i in session.get_inputs()], args.input)
+    start = time.perf_counter()
+    outputs = session.run(None, feeds, timesteps=args.timesteps)
+    seconds = time.perf_counter() - start
+    if args.output:
+        buffer = _npy_bytes(outputs[0])
+        write_bytes_atomic(args.output, buffer)
+    if args.stats:
+        _write_json(args.stats, session.stats)
+    summary = {"outputs": {o.name: list(v.shape) for o, v in zip(session.get_outputs(), outputs)},
+               "timesteps": session.stats["timesteps"], "seconds": seconds, "stats": session.stats}
+    if args.json:
+        print(json.dumps(summary, indent=2, default=_json_default))
+    else:
+        _say(args, stats_table(session.stats))
+        _say(args, f"ran {session.stats['batch']} samples x T={session.stats['timesteps']} in {seconds:.3f} s"
+                   + (f"; wrote {args.output}" if args.output else ""))
+    return 0
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def stats_table(stats: dict) -> str:
+    lines = [f"{'layer':<36} {'neurons':>9} {'spikes':>12} {'rate':>8} {'SynOps':>12} {'time (s)':>9}"]
+    for layer in stats["layers"]:
+        lines.append(f"{layer['layer'][:36]:<36} {layer['neurons']:>9} {layer['spikes']:>12} {layer['firing_rate']:>8.4f} "
+                     f"{layer['synops']:>12.3e} {layer['time_s']:>9.3f}")
+    energy = stats["energy_estimate_uj"]
+    lines.append(f"total spikes {stats['total_spikes']}, SynOps {stats['total_synops']:.3e}; "
+                 f"energy estimate (45 nm, not a measurement): SNN {energy['snn']:.2f} uJ vs ANN {energy['ann']:.2f} uJ per batch")
+    return "\n".join(lines)
+
+
+def _evaluation_data(path: str, input_names: list[str]):
+    data = load_array_file(path)
+    feeds = model_feeds(data, input_names, path)
+    n = len(next(iter(feeds.values())))
+    return feeds, labels(data, path, n)
+
+
+def cmd_evaluate(args) -> int:
+    calib = load_array_file(args.calib)
+    snn = convert(args.model, calib, timesteps=max(args.timesteps), progress=None if not args.quiet else False, **_conversion_kwargs(args))
+    inputs = model_inputs(snn.model)
+    feeds, y = _evaluation_data(args.data, [i.name for i in inputs])
+    results = evaluate(snn, args.model, check_feeds(inputs, feeds), y, args.timesteps, args.threads, None if not args.quiet else False)
+    _finish_evaluation(args, results)
+    return 0
+
+
+def _finish_evaluation(args, results: dict) -> None:
+    if args.json:
+        _write_json(args.json, results)
+    if args.plot:
+        plot(results, args.plot)
+    _say(args, table(results))
+    for path in filter(None, [args.json, args.plot]):
+        _say(args, f"wrote {path}")
+
+
+def cmd_demo(args) -> int:
+    from .assets import bundled_path
+    model = str(bundled_path(f"{args.model}.onnx"))
+    prefix = args.model.split("_")[0]
+    calib = load_array_file(str(bundled_path(f"{prefix}_calib.npz")))
+    data = load_array_file(str(bundled_path(f"{prefix}_eval.npz")))
+    feeds, y = {"image": data["image"]}, data["y"]
+    if args.limit and args.limit > 0:
+        feeds, y = {"image": feeds["image"][:args.limit]}, y[:args.limit]
+    _say(args, f"onnx2snn demo: {args.model}.onnx (bundled), {len(calib['image'])} calibration and {len(y)} held-out images")
+    start = time.perf_counter()
+    snn = convert(model, calib, timesteps=max(args.timesteps), progress=None if not args.quiet else False, **_conversion_kwargs(args))
+    _say(args, f"converted in {time.perf_counter() - start:.2f} s: {len(snn.thresholds)} neuron layers, threshold {args.threshold}, "
+               f"shift {args.shift}, reset {args.reset}")
+    results = evaluate(snn, model, feeds, y, args.timesteps, args.threads, None if not args.quiet else False)
+    _finish_evaluation(args, results)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .describe import inspect_file
+    info, text = inspect_file(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2, default=_json_default))
+    else:
+        _say(args, text)
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "convert": cmd_convert, "run": cmd_run, "evaluate": cmd_evaluate, "inspect": cmd_inspect}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress_module.QUIET = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except Onnx2SnnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no output file was written or replaced", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; use a smaller batch or fewer time steps", file=sys.stderr)
+        return 2
+    except Exception as exc:  # an internal fault: say so, never a bare traceback unless asked
+        if args.debug or os.environ.get("ONNX2SNN_DEBUG"):
+            raise
+        print(f"error: internal fault ({type(exc).__name__}: {exc}); rerun with --debug and report it", file=sys.stderr)
+        return 1
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+__all__ = ["main", "entry_point", "build_parser", "InputError"]

@@ -1,0 +1,86 @@
+"""The op policy table: the single source of truth for what the converter does with every ONNX op it knows.
+
+Policies:
+- ``keep``: a linear (affine) op, simulated unchanged at every time step;
+- ``fold``: folded into weights or constants, or removed (it does nothing at inference);
+- ``rewrite``: an activation that becomes a threshold ReLU in the ANN and an IF neuron in the SNN;
+- ``drop``: removed at a graph output only (it does not change the top-1 class), always reported;
+- ``refuse``: no rate-coded equivalent (or none implemented yet): conversion stops with a clear error.
+An op absent from the table is refused with "not supported yet".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UnsupportedOpError
+
+
+@dataclass(frozen=True)
+class OpPolicy:
+    policy: str
+    why: str
+
+
+KEEP, FOLD, REWRITE, DROP, REFUSE = "keep", "fold", "rewrite", "drop", "refuse"
+_LINEAR = "linear: applied to the spikes at every step"
+_SHAPE = "moves values only: applied at every step"
+_NO_RATE = "has no rate-coded equivalent: an average of spikes cannot pass through it"
+
+POLICIES: dict[str, OpPolicy] = {
+    "Conv": OpPolicy(KEEP, _LINEAR),
+    "Gemm": OpPolicy(KEEP, _LINEAR),
+    "MatMul": OpPolicy(KEEP, _LINEAR + " (one operand must be a constant)"),
+    "Add": OpPolicy(KEEP, "linear: bias or sum of branches (residual)"),
+    "Sub": OpPolicy(KEEP, "linear: bias or difference of branches"),
+    "Sum": OpPolicy(KEEP, "linear: sum of branches"),
+    "Mul": OpPolicy(KEEP, "linear when one operand is a constant (otherwise refused)"),
+    "Div": OpPolicy(KEEP, "linear when the divisor is a constant (otherwise refused)"),
+    "AveragePool": OpPolicy(KEEP, _LINEAR),
+    "GlobalAveragePool": OpPolicy(KEEP, _LINEAR),
+    "ReduceMean": OpPolicy(KEEP, _LINEAR),
+    "Flatten": OpPolicy(KEEP, _SHAPE),
+    "Reshape": OpPolicy(KEEP, _SHAPE),
+    "Transpose": OpPolicy(KEEP, _SHAPE),
+    "Squeeze": OpPolicy(KEEP, _SHAPE),
+    "Unsqueeze": OpPolicy(KEEP, _SHAPE),
+    "Concat": OpPolicy(KEEP, _SHAPE),
+    "Pad": OpPolicy(KEEP, _SHAPE + " (constant mode)"),
+    "Shape": OpPolicy(KEEP, "shape arithmetic on a dynamic batch, evaluated at run time"),
+    "Gather": OpPolicy(KEEP, "shape arithmetic on a dynamic batch, evaluated at run time"),
+    "Constant": OpPolicy(FOLD, "becomes an initializer"),
+    "Identity": OpPolicy(FOLD, "does nothing: removed"),
+    "Dropout": OpPolicy(FOLD, "does nothing at inference: removed"),
+    "BatchNormalization": OpPolicy(FOLD, "folded into the preceding Conv/Gemm, else kept as a per-channel Mul+Add"),
+    "Relu": OpPolicy(REWRITE, "threshold ReLU in the ANN, IF neuron in the SNN"),
+    "Clip": OpPolicy(REWRITE, "Clip(0, c) (e.g. ReLU6): threshold ReLU with V_th <= c, IF neuron in the SNN"),
+    "Softmax": OpPolicy(DROP, "monotonic at a graph output: dropped, the rate readout gives logits"),
+    "LogSoftmax": OpPolicy(DROP, "monotonic at a graph output: dropped, the rate readout gives logits"),
+    "Sigmoid": OpPolicy(REFUSE, _NO_RATE),
+    "Tanh": OpPolicy(REFUSE, _NO_RATE + " (negative outputs)"),
+    "LeakyRelu": OpPolicy(REFUSE, _NO_RATE + " (negative slope)"),
+    "PRelu": OpPolicy(REFUSE, _NO_RATE + " (negative slope)"),
+    "Elu": OpPolicy(REFUSE, _NO_RATE + " (negative outputs)"),
+    "Selu": OpPolicy(REFUSE, _NO_RATE + " (negative outputs)"),
+    "Gelu": OpPolicy(REFUSE, _NO_RATE + " (negative outputs)"),
+    "HardSigmoid": OpPolicy(REFUSE, _NO_RATE),
+    "HardSwish": OpPolicy(REFUSE, _NO_RATE),
+    "Softplus": OpPolicy(REFUSE, _NO_RATE),
+    "LRN": OpPolicy(REFUSE, _NO_RATE + " (divides by a function of the activity)"),
+    "MaxPool": OpPolicy(REFUSE, "needs spiking max pooling, not implemented yet"),
+}
+
+ACTIVATIONS = sorted(op for op, p in POLICIES.items() if p.policy == REWRITE)
+
+
+def policy_of(op: str) -> OpPolicy | None:
+    return POLICIES.get(op)
+
+
+def refuse(node_name: str, op: str) -> UnsupportedOpError:
+    """The error for a node whose op is refused or unknown."""
+    entry = POLICIES.get(op)
+    if entry is None:
+        return UnsupportedOpError(
+            f"node '{node_name}': op {op} is not supported yet; supported ops: "
+            f"{', '.join(sorted(o for o, p in POLICIES.items() if p.policy != REFUSE))}")
+    return UnsupportedOpError(f"node '{node_name}': op {op} {entry.why}; supported activations: {', '.join(ACTIVATIONS)}")

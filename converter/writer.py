@@ -1,0 +1,80 @@
+"""Emit the SNN graph description (``*.snn.onnx``) and the threshold-ReLU ANN from the cleaned graph.
+
+Both are copies of the same graph: the ANN keeps each activation as Clip(0, V_th); the SNN replaces it with an
+onnx2snn.IFNeuron carrying v_th, shift, v_init and reset. Files are written atomically.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from runtime import format as fmt
+
+from .passes.context import Context, truncate
+
+
+def _export(graph: gs.Graph, opset: int, extra_domains: list | None = None) -> onnx.ModelProto:
+    model = gs.export_onnx(graph, do_type_check=False)
+    del model.opset_import[:]
+    model.opset_import.append(onnx.helper.make_opsetid("", opset))
+    for domain, version in extra_domains or []:
+        model.opset_import.append(onnx.helper.make_opsetid(domain, version))
+    model.ir_version = max(8, onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True))
+    model.producer_name = "onnx2snn"
+    return model
+
+
+def build_ann(ctx: Context, thresholds: dict[str, float], opset: int) -> onnx.ModelProto:
+    """The threshold-ReLU ANN: every activation is Clip(x, 0, V_th)."""
+    graph = ctx.graph.copy()
+    by_name = {n.name: n for n in graph.nodes}
+    for act in ctx.activations:
+        node = by_name[act.node.name]
+        node.inputs[2] = gs.Constant(node.name + "_vth", np.array(thresholds[act.node.name], np.float32))
+    return _export(graph, opset)
+
+
+def build_snn(ctx: Context, thresholds: dict[str, float], timesteps: int, shift: dict[str, float], v_init: dict[str, float],
+              reset: str, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
+    """The SNN description: every activation is an onnx2snn.IFNeuron; metadata stamped; checked."""
+    graph = ctx.graph.copy()
+    by_name = {n.name: n for n in graph.nodes}
+    for act in ctx.activations:
+        node = by_name[act.node.name]
+        node.op = fmt.NEURON_OP
+        node.domain = fmt.DOMAIN
+        truncate(node.inputs, 1)
+        node.attrs.clear()
+        node.attrs.update({"v_th": float(thresholds[act.node.name]), "shift": float(shift[act.node.name]),
+                           "v_init": float(v_init[act.node.name]), "reset": reset})
+    model = _export(graph, opset, [(fmt.DOMAIN, fmt.DOMAIN_VERSION)])
+    for key, value in {fmt.META_FORMAT_VERSION: fmt.FORMAT_VERSION, fmt.META_TIMESTEPS: str(timesteps),
+                       fmt.META_INPUT_ENCODING: "analog", **metadata}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model = onnx.shape_inference.infer_shapes(model)
+    fmt.validate(model, "<converted SNN>")
+    return model
+
+
+def save_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
+    write_bytes_atomic(path, model.SerializeToString())
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,178 @@
+"""The SNN graph description (``*.snn.onnx``): one place that declares it, writes its schema, and checks it.
+
+Both sides use this module: the converter writes files with these names and versions, the runtime reads
+them. The format may only grow by optional attributes whose defaults :func:`neuron_params` fills in.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import defs, numpy_helper
+
+from .errors import SNNFormatError
+
+DOMAIN = "onnx2snn"
+DOMAIN_VERSION = 1
+FORMAT_VERSION = "1"
+NEURON_OP = "IFNeuron"
+RESETS = ("subtract", "zero")
+INPUT_ENCODINGS = ("analog",)
+
+META_FORMAT_VERSION = "onnx2snn.format_version"
+META_TIMESTEPS = "onnx2snn.timesteps"
+META_INPUT_ENCODING = "onnx2snn.input_encoding"
+META_THRESHOLD_METHOD = "onnx2snn.threshold_method"
+META_SOURCE_SHA256 = "onnx2snn.source_sha256"
+
+# Attributes of IFNeuron with their defaults (None: required).
+NEURON_DEFAULTS = {"v_th": None, "shift": 0.0, "v_init": 0.0, "reset": "subtract"}
+
+_NEURON_DOC = """Integrate-and-fire neuron with threshold v_th, evaluated once per time step.
+Per step: v += x(t) + shift; if v >= v_th: s = v_th and v -= v_th (reset "subtract") or v = 0 (reset "zero");
+else s = 0. The membrane starts at v_init. Per-channel values may be 1-D tensors (one value per input channel)."""
+
+
+def _register_schema() -> None:
+    """Register IFNeuron so onnx's checker and shape inference understand our files."""
+    if defs.has(NEURON_OP, DOMAIN):
+        return
+    S = defs.OpSchema
+    schema = S(
+        NEURON_OP, DOMAIN, DOMAIN_VERSION, _NEURON_DOC,
+        inputs=[S.FormalParameter("x", "T", "synaptic current x(t)")],
+        outputs=[S.FormalParameter("s", "T", "spikes s(t), 0 or v_th")],
+        type_constraints=[("T", ["tensor(float)"], "32-bit float currents and spikes")],
+        attributes=[
+            S.Attribute("v_th", S.AttrType.FLOAT, "firing threshold (> 0)", required=True),
+            S.Attribute("shift", S.AttrType.FLOAT, "added to the current every step", required=False),
+            S.Attribute("v_init", S.AttrType.FLOAT, "initial membrane potential", required=False),
+            S.Attribute("reset", S.AttrType.STRING, "'subtract' or 'zero'", required=False),
+        ],
+    )
+    schema.set_type_and_shape_inference_function(lambda ctx: ctx.set_output_type(0, ctx.get_input_type(0)))
+    defs.register_schema(schema)
+
+
+_register_schema()
+
+
+@dataclass(frozen=True)
+class NeuronParams:
+    """IFNeuron parameters as float32 arrays: shape (1,) for a layer-wide value, (C,) per channel."""
+
+    v_th: np.ndarray
+    shift: np.ndarray
+    v_init: np.ndarray
+    reset: str
+
+    @property
+    def channels(self) -> int:
+        return max(self.v_th.size, self.shift.size, self.v_init.size)
+
+
+def _attr_value(node: onnx.NodeProto, attr: onnx.AttributeProto):
+    if attr.type == onnx.AttributeProto.FLOAT:
+        return np.array([attr.f], dtype=np.float32)
+    if attr.type == onnx.AttributeProto.TENSOR:
+        arr = numpy_helper.to_array(attr.t)
+        if arr.ndim != 1 or arr.size == 0:
+            raise SNNFormatError(f"neuron '{node.name}': attribute {attr.name} must be a float or a non-empty 1-D tensor, got shape {arr.shape}")
+        return arr.astype(np.float32)
+    if attr.type == onnx.AttributeProto.STRING:
+        return attr.s.decode("utf-8", "replace")
+    raise SNNFormatError(f"neuron '{node.name}': attribute {attr.name} has unsupported type {onnx.AttributeProto.AttributeType.Name(attr.type)}")
+
+
+def neuron_params(node: onnx.NodeProto) -> NeuronParams:
+    """Read and validate one IFNeuron node, filling defaults for absent optional attributes."""
+    values = {}
+    for attr in node.attribute:
+        if attr.name not in NEURON_DEFAULTS:
+            raise SNNFormatError(f"neuron '{node.name}': unknown attribute '{attr.name}'; known: {', '.join(NEURON_DEFAULTS)}")
+        values[attr.name] = _attr_value(node, attr)
+    for name, default in NEURON_DEFAULTS.items():
+        if name not in values:
+            if default is None:
+                raise SNNFormatError(f"neuron '{node.name}': required attribute '{name}' is missing")
+            values[name] = default if isinstance(default, str) else np.array([default], dtype=np.float32)
+    reset = values["reset"]
+    if not isinstance(reset, str) or reset not in RESETS:
+        raise SNNFormatError(f"neuron '{node.name}': reset must be one of {RESETS}, got {reset!r}")
+    for name in ("v_th", "shift", "v_init"):
+        arr = values[name]
+        if isinstance(arr, str):
+            raise SNNFormatError(f"neuron '{node.name}': attribute {name} must be a float, got a string")
+        if not np.all(np.isfinite(arr)):
+            raise SNNFormatError(f"neuron '{node.name}': attribute {name} contains NaN or Inf")
+    if np.any(values["v_th"] <= 0):
+        raise SNNFormatError(f"neuron '{node.name}': v_th must be > 0, got min {float(values['v_th'].min())}")
+    sizes = {values[n].size for n in ("v_th", "shift", "v_init")} - {1}
+    if len(sizes) > 1:
+        raise SNNFormatError(f"neuron '{node.name}': per-channel attributes disagree on the channel count {sorted(sizes)}")
+    return NeuronParams(values["v_th"], values["shift"], values["v_init"], reset)
+
+
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def load_snn(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelProto:
+    """Load an SNN file and validate it before any computation; raise SNNFormatError naming the problem."""
+    name = "<model>"
+    if isinstance(source, onnx.ModelProto):
+        model = source
+    else:
+        if isinstance(source, bytes):
+            data = source
+        else:
+            name = os.fspath(source)
+            if not os.path.isfile(name):
+                raise SNNFormatError(f"{name}: no such file")
+            with open(name, "rb") as f:
+                data = f.read()
+        try:
+            model = onnx.load_from_string(data)
+        except Exception as exc:  # protobuf raises several types for garbage
+            raise SNNFormatError(f"{name}: not an ONNX file ({type(exc).__name__}); give a .snn.onnx written by 'onnx2snn convert'") from None
+        if not model.HasField("graph"):
+            raise SNNFormatError(f"{name}: not an ONNX model (no graph); give a .snn.onnx written by 'onnx2snn convert'")
+    validate(model, name)
+    return model
+
+
+def validate(model: onnx.ModelProto, name: str = "<model>") -> None:
+    meta = metadata(model)
+    version = meta.get(META_FORMAT_VERSION)
+    if version is None:
+        raise SNNFormatError(f"{name}: not an onnx2snn SNN file (metadata '{META_FORMAT_VERSION}' missing); convert the ANN with 'onnx2snn convert' first")
+    if version != FORMAT_VERSION:
+        raise SNNFormatError(f"{name}: SNN format version {version!r} is not supported (this reader knows {FORMAT_VERSION!r}); upgrade onnx2snn or reconvert")
+    encoding = meta.get(META_INPUT_ENCODING, "analog")
+    if encoding not in INPUT_ENCODINGS:
+        raise SNNFormatError(f"{name}: input encoding {encoding!r} is not supported; known: {', '.join(INPUT_ENCODINGS)}")
+    steps = meta.get(META_TIMESTEPS)
+    if steps is not None and not (steps.isdigit() and int(steps) > 0):
+        raise SNNFormatError(f"{name}: metadata '{META_TIMESTEPS}' must be a positive integer, got {steps!r}")
+    domains = {o.domain: o.version for o in model.opset_import}
+    if domains.get(DOMAIN) != DOMAIN_VERSION:
+        raise SNNFormatError(f"{name}: opset import for domain '{DOMAIN}' version {DOMAIN_VERSION} missing (found {domains.get(DOMAIN)})")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SNNFormatError(f"{name}: invalid ONNX graph: {first}") from None
+    for node in model.graph.node:
+        if node.domain == DOMAIN:
+            if node.op_type != NEURON_OP:
+                raise SNNFormatError(f"{name}: node '{node.name}' has unknown op {DOMAIN}.{node.op_type}; known: {NEURON_OP}")
+            if len(node.input) != 1 or len(node.output) != 1:
+                raise SNNFormatError(f"{name}: neuron '{node.name}' must have one input and one output")
+            neuron_params(node)
+
+
+def timesteps_of(model: onnx.ModelProto) -> int | None:
+    steps = metadata(model).get(META_TIMESTEPS)
+    return int(steps) if steps else None

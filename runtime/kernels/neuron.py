@@ -1,0 +1,45 @@
+"""Integrate-and-fire neurons over all T steps of one layer (layer-major execution)."""
+import numpy as np
+from numba import njit, prange
+
+BLOCK = 256  # neurons per parallel work item: long enough for the inner loop to vectorise
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def if_layer(x, timesteps, v_th, shift, v_init, inner, subtract, spikes, counts):
+    """Simulate one neuron layer for ``timesteps`` steps.
+
+    x: (Tx, M) float32 currents, Tx == 1 for a constant (analog) current or Tx == timesteps.
+    v_th, shift, v_init: (C,) float32 per channel (C == 1 for layer-wide values); element m has channel
+    (m // inner) % C. spikes: (timesteps, M) float32 output, 0 or v_th. counts: (n_blocks, timesteps) int64 spikes
+    per block and step, summed by the caller (each block is owned by one thread).
+    """
+    m_total = x.shape[1]
+    const_input = x.shape[0] == 1
+    n_ch = v_th.shape[0]
+    n_blocks = (m_total + BLOCK - 1) // BLOCK
+    for blk in prange(n_blocks):
+        start = blk * BLOCK
+        stop = min(start + BLOCK, m_total)
+        width = stop - start
+        v = np.empty(width, np.float32)
+        th = np.empty(width, np.float32)
+        sh = np.empty(width, np.float32)
+        for k in range(width):
+            ch = ((start + k) // inner) % n_ch
+            v[k] = v_init[ch]
+            th[k] = v_th[ch]
+            sh[k] = shift[ch]
+        for t in range(timesteps):
+            row = 0 if const_input else t
+            fired = 0
+            for k in range(width):
+                vk = v[k] + (x[row, start + k] + sh[k])
+                if vk >= th[k]:
+                    spikes[t, start + k] = th[k]
+                    vk = vk - th[k] if subtract else np.float32(0.0)
+                    fired += 1
+                else:
+                    spikes[t, start + k] = 0.0
+                v[k] = vk
+            counts[blk, t] = fired

@@ -1,0 +1,29 @@
+"""Average pooling over the last two axes of (B, C, H, W), one thread per (sample, channel) plane."""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def avg_pool2d(x, geometry, divisor, out):
+    """out[b, c, i, j] = sum of x over window (i, j) / divisor[i, j], summed in float64 like the reference.
+
+    geometry: int64 [kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left]; windows are clipped to the
+    input, and ``divisor`` holds each window's count (ONNX's count_include_pad and ceil_mode decide it).
+    """
+    n_batch, n_ch, height, width = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    kh, kw, sh, sw, pt, pl = geometry[0], geometry[1], geometry[2], geometry[3], geometry[4], geometry[5]
+    for plane in prange(n_batch * n_ch):
+        b = plane // n_ch
+        c = plane - b * n_ch
+        for i in range(ho):
+            y0 = i * sh - pt
+            ys, ye = max(y0, 0), min(y0 + kh, height)
+            for j in range(wo):
+                x0 = j * sw - pl
+                xs, xe = max(x0, 0), min(x0 + kw, width)
+                acc = 0.0
+                for y in range(ys, ye):
+                    for xx in range(xs, xe):
+                        acc += x[b, c, y, xx]
+                out[b, c, i, j] = np.float32(acc / np.float64(divisor[i, j]))

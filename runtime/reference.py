@@ -1,0 +1,78 @@
+"""The NumPy reference engine: the per-step equations of the SNN format, followed literally.
+
+Step-major: at every time step t = 1..T the whole graph is evaluated once, neurons carry their membrane
+from one step to the next, and graph outputs are averaged over the steps (rate readout). Slow and simple;
+it is the oracle every faster engine is tested against.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .format import NeuronParams
+from .plan import Plan
+from .reference_ops import OPS
+from .stats import RunResult, layer_stats
+
+
+def channel_view(values: np.ndarray, ndim: int) -> np.ndarray:
+    """Shape per-channel parameters (C,) to broadcast over an (N, C, ...) tensor; (1,) stays a scalar."""
+    if values.size == 1:
+        return values.reshape(())
+    return values.reshape((1, values.size) + (1,) * (ndim - 2))
+
+
+def if_step(x: np.ndarray, v: np.ndarray, p: NeuronParams) -> tuple[np.ndarray, np.ndarray]:
+    """One integrate-and-fire step: (current, membrane) -> (spikes, membrane)."""
+    v_th, shift = channel_view(p.v_th, x.ndim), channel_view(p.shift, x.ndim)
+    v = v + (x + shift)
+    fired = v >= v_th
+    spikes = np.where(fired, v_th, np.float32(0.0)).astype(np.float32)
+    if p.reset == "subtract":
+        v = np.where(fired, v - v_th, v)
+    else:
+        v = np.where(fired, np.float32(0.0), v)
+    return spikes, v.astype(np.float32)
+
+
+def initial_membrane(x: np.ndarray, p: NeuronParams) -> np.ndarray:
+    return np.broadcast_to(channel_view(p.v_init, x.ndim), x.shape).astype(np.float32)
+
+
+def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trace: bool = False) -> RunResult:
+    """Simulate ``timesteps`` steps; return the rate readout (and the readout after every step if ``trace``)."""
+    membrane: dict[str, np.ndarray] = {}
+    spike_counts = {s.name: np.zeros(timesteps, np.int64) for s in plan.neurons}
+    sums = {o.name: None for o in plan.outputs}
+    traces = {o.name: [] for o in plan.outputs} if trace else None
+    shapes: dict[str, tuple] = {}
+    start = time.perf_counter()
+    for t in range(timesteps):
+        env = dict(plan.constants)
+        env.update(feeds)
+        for step in plan.steps:
+            args = [env[name] if name else None for name in step.inputs]
+            if step.neuron is not None:
+                v = membrane.get(step.name)
+                if v is None:
+                    v = initial_membrane(args[0], step.neuron)
+                spikes, membrane[step.name] = if_step(args[0], v, step.neuron)
+                spike_counts[step.name][t] = int(np.count_nonzero(spikes))
+                results = [spikes]
+            else:
+                results = OPS[step.op](args, step.attrs)
+            for name, value in zip(step.outputs, results):
+                env[name] = value
+        for name in sums:
+            value = np.asarray(env[name], dtype=np.float64)
+            sums[name] = value if sums[name] is None else sums[name] + value
+            if trace:
+                traces[name].append((sums[name] / (t + 1)).astype(np.float32))
+        if t == 0:
+            shapes = {k: np.shape(v) for k, v in env.items()}
+    elapsed = time.perf_counter() - start
+    outputs = [(sums[o.name] / timesteps).astype(np.float32) for o in plan.outputs]
+    traced = [np.stack(traces[o.name]) for o in plan.outputs] if trace else None
+    stats = layer_stats(plan, spike_counts, shapes, timesteps, {}, elapsed)
+    return RunResult(outputs, traced, stats, timesteps)

@@ -1,0 +1,283 @@
+"""Plain NumPy implementations of the standard ONNX ops an SNN graph may contain, applied to one time step.
+
+They are small and literal on purpose: the executable specification that the reference engine runs and
+the oracle the Numba kernels are tested against. Sums are accumulated in float64 and rounded once to float32,
+so that any summation order (BLAS here, event scatter in the kernels) gives the same float32 currents and
+therefore the same spikes. Each takes (inputs, attributes) and returns a list of
+outputs. ``OPS`` is the registry; an op missing from it is not supported by the runtime.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .errors import SNNFormatError
+
+
+def _spatial_pads(attrs: dict, in_spatial: tuple[int, ...], kernel: tuple[int, ...], strides, dilations) -> list[int]:
+    """Begin/end pads in ONNX order [b1, b2, ..., e1, e2, ...], resolving auto_pad."""
+    n = len(kernel)
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", ""):
+        pads = list(attrs.get("pads", [0] * (2 * n)))
+        return pads
+    if auto_pad == "VALID":
+        return [0] * (2 * n)
+    begin, end = [], []
+    for size, k, s, d in zip(in_spatial, kernel, strides, dilations):
+        out = math.ceil(size / s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else big)
+        end.append(big if auto_pad == "SAME_UPPER" else small)
+    return begin + end
+
+
+def conv(inputs, attrs):
+    """Conv (1-D or 2-D; 1-D is computed as 2-D with height 1), any groups, dilations and pads."""
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+    one_d = x.ndim == 3
+    if one_d:
+        x, w = x[:, :, None, :], w[:, :, None, :]
+    if x.ndim != 4:
+        raise SNNFormatError(f"Conv on rank-{x.ndim} input is not supported (1-D and 2-D only)")
+    spatial = 1 if one_d else 2
+    strides = list(attrs.get("strides", [1] * spatial))
+    dilations = list(attrs.get("dilations", [1] * spatial))
+    kernel = list(w.shape[2:]) if not one_d else [w.shape[3]]
+    pads = _spatial_pads(attrs, x.shape[2:] if not one_d else (x.shape[3],), tuple(kernel), strides, dilations)
+    if one_d:
+        strides, dilations, pads = [1] + strides, [1] + dilations, [0, pads[0], 0, pads[1]]
+    group = int(attrs.get("group", 1))
+    out = conv2d(x, w, b, strides, pads, dilations, group)
+    return [out[:, :, 0, :] if one_d else out]
+
+
+def conv2d(x, w, b, strides, pads, dilations, group):
+    n, c, _, _ = x.shape
+    o, cg, kh, kw = w.shape
+    sh, sw = strides
+    dh, dw = dilations
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    win = sliding_window_view(xp, (eh, ew), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+    og = o // group
+    out = np.empty((n, o) + win.shape[2:4], dtype=np.float64)
+    w64 = w.astype(np.float64)
+    for g in range(group):
+        part = np.tensordot(win[:, g * cg:(g + 1) * cg], w64[g * og:(g + 1) * og], axes=([1, 4, 5], [1, 2, 3]))
+        out[:, g * og:(g + 1) * og] = part.transpose(0, 3, 1, 2)
+    if b is not None:
+        out += b.astype(np.float64).reshape(1, -1, 1, 1)
+    return out.astype(np.float32)
+
+
+def gemm(inputs, attrs):
+    a, b = inputs[0].astype(np.float64), inputs[1].astype(np.float32)
+    c = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+    if attrs.get("transA", 0):
+        a = a.T
+    if attrs.get("transB", 0):
+        b = b.T
+    y = a @ (np.float32(attrs.get("alpha", 1.0)) * b).astype(np.float64)
+    if c is not None:
+        y = y + (np.float32(attrs.get("beta", 1.0)) * c).astype(np.float64)
+    return [y.astype(np.float32)]
+
+
+def matmul(inputs, attrs):
+    a, b = inputs[0], inputs[1]
+    if not np.issubdtype(np.result_type(a, b), np.floating):
+        return [np.matmul(a, b)]
+    return [np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.float32)]
+
+
+def pool_geometry(attrs: dict, x_shape: tuple) -> tuple[list[int], list[int], list[int], np.ndarray]:
+    """kernel, strides, pads [t, l, b, r] and the per-output-position divisor of a 2-D AveragePool.
+
+    Windows are clipped to the input; the divisor counts the positions inside the input, or also those in
+    the explicit pads with count_include_pad (never the extra ceil_mode overhang), as onnxruntime does.
+    """
+    kernel = list(attrs["kernel_shape"])
+    strides = list(attrs.get("strides", [1] * len(kernel)))
+    pads = _spatial_pads(attrs, x_shape[2:], tuple(kernel), strides, [1] * len(kernel))
+    if len(kernel) == 1:
+        kernel, strides, pads = [1] + kernel, [1] + strides, [0, pads[0], 0, pads[1]]
+    h, w = (1, x_shape[2]) if len(x_shape) == 3 else x_shape[2:]
+    ceil_mode, include_pad = bool(attrs.get("ceil_mode", 0)), bool(attrs.get("count_include_pad", 0))
+    ho = pool_output_size(h, kernel[0], strides[0], pads[0], pads[2], ceil_mode)
+    wo = pool_output_size(w, kernel[1], strides[1], pads[1], pads[3], ceil_mode)
+    divisor = np.empty((ho, wo), np.float32)
+    for i in range(ho):
+        y0 = i * strides[0] - pads[0]
+        rows = (min(y0 + kernel[0], h + pads[2]) - max(y0, -pads[0])) if include_pad else (min(y0 + kernel[0], h) - max(y0, 0))
+        for j in range(wo):
+            x0 = j * strides[1] - pads[1]
+            cols = (min(x0 + kernel[1], w + pads[3]) - max(x0, -pads[1])) if include_pad else (min(x0 + kernel[1], w) - max(x0, 0))
+            divisor[i, j] = rows * cols
+    return kernel, strides, pads, divisor
+
+
+def average_pool(inputs, attrs):
+    """AveragePool (1-D or 2-D) with ceil_mode and count_include_pad as ONNX defines them."""
+    x = inputs[0]
+    kernel, strides, pads, divisor = pool_geometry(attrs, x.shape)
+    x4 = x[:, :, None, :] if x.ndim == 3 else x
+    h, w = x4.shape[2:]
+    out = np.empty(x4.shape[:2] + divisor.shape, dtype=np.float32)
+    for i in range(divisor.shape[0]):
+        y0 = i * strides[0] - pads[0]
+        for j in range(divisor.shape[1]):
+            x0 = j * strides[1] - pads[1]
+            window = x4[:, :, max(y0, 0):min(y0 + kernel[0], h), max(x0, 0):min(x0 + kernel[1], w)]
+            out[:, :, i, j] = window.sum(axis=(2, 3), dtype=np.float64) / np.float64(divisor[i, j])
+    return [out[:, :, 0, :] if x.ndim == 3 else out]
+
+
+def pool_output_size(size: int, k: int, s: int, pad_begin: int, pad_end: int, ceil_mode: bool) -> int:
+    span = size + pad_begin + pad_end - k
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + pad_begin:  # the last window must start inside input or begin pad
+        out -= 1
+    return out
+
+
+def global_average_pool(inputs, attrs):
+    x = inputs[0]
+    return [x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=np.float64).astype(np.float32)]
+
+
+def reduce_mean(inputs, attrs):
+    x = inputs[0]
+    axes = attrs.get("axes")
+    if axes is None and len(inputs) > 1 and inputs[1] is not None:
+        axes = [int(a) for a in inputs[1]]
+    if axes is None or len(axes) == 0:
+        if attrs.get("noop_with_empty_axes", 0):
+            return [x]
+        axes = list(range(x.ndim))
+    axes = tuple(int(a) % x.ndim for a in axes)
+    return [x.mean(axis=axes, keepdims=bool(attrs.get("keepdims", 1)), dtype=np.float64).astype(np.float32)]
+
+
+def flatten(inputs, attrs):
+    x = inputs[0]
+    axis = int(attrs.get("axis", 1)) % max(x.ndim, 1)
+    return [x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)]
+
+
+def reshape(inputs, attrs):
+    x, shape = inputs[0], [int(v) for v in inputs[1]]
+    if not attrs.get("allowzero", 0):
+        shape = [x.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+    return [x.reshape(shape)]
+
+
+def transpose(inputs, attrs):
+    x = inputs[0]
+    perm = attrs.get("perm", list(range(x.ndim))[::-1])
+    return [np.ascontiguousarray(x.transpose(perm))]
+
+
+def _axes(inputs, attrs):
+    if "axes" in attrs:
+        return [int(a) for a in attrs["axes"]]
+    if len(inputs) > 1 and inputs[1] is not None:
+        return [int(a) for a in inputs[1]]
+    return None
+
+
+def squeeze(inputs, attrs):
+    x, axes = inputs[0], _axes(inputs, attrs)
+    return [np.squeeze(x, axis=None if axes is None else tuple(a % x.ndim for a in axes))]
+
+
+def unsqueeze(inputs, attrs):
+    x, axes = inputs[0], _axes(inputs, attrs)
+    rank = x.ndim + len(axes)
+    return [np.expand_dims(x, tuple(sorted(a % rank for a in axes)))]
+
+
+def concat(inputs, attrs):
+    return [np.concatenate(inputs, axis=int(attrs["axis"]))]
+
+
+def pad(inputs, attrs):
+    x = inputs[0]
+    if attrs.get("mode", "constant") != "constant":
+        raise SNNFormatError(f"Pad mode {attrs.get('mode')!r} is not supported (constant only)")
+    pads = [int(v) for v in (inputs[1] if len(inputs) > 1 else attrs["pads"])]
+    value = float(inputs[2].reshape(-1)[0]) if len(inputs) > 2 and inputs[2] is not None and inputs[2].size else float(attrs.get("value", 0.0))
+    if len(inputs) > 3 and inputs[3] is not None:
+        axes = [int(a) % x.ndim for a in inputs[3]]
+    else:
+        axes = list(range(x.ndim))
+    widths = [(0, 0)] * x.ndim
+    k = len(axes)
+    for i, a in enumerate(axes):
+        widths[a] = (pads[i], pads[i + k])
+    if any(v < 0 for pair in widths for v in pair):
+        raise SNNFormatError("Pad with negative pads is not supported")
+    return [np.pad(x, widths, constant_values=np.float32(value))]
+
+
+def shape(inputs, attrs):
+    dims = np.array(inputs[0].shape, dtype=np.int64)
+    start, end = attrs.get("start", 0), attrs.get("end")
+    return [dims[start:end]]
+
+
+def gather(inputs, attrs):
+    return [np.take(inputs[0], inputs[1].astype(np.int64), axis=int(attrs.get("axis", 0)))]
+
+
+def _binary(fn: Callable) -> Callable:
+    def op(inputs, attrs):
+        out = fn(inputs[0], inputs[1])
+        return [out.astype(np.result_type(inputs[0], inputs[1]), copy=False)]
+    op.__doc__ = f"Broadcasting {fn.__name__}."
+    return op
+
+
+def _div(a, b):
+    return a // b if np.issubdtype(np.result_type(a, b), np.integer) else a / b
+
+
+def sum_(inputs, attrs):
+    out = inputs[0]
+    for x in inputs[1:]:
+        out = out + x
+    return [out]
+
+
+def identity(inputs, attrs):
+    return [inputs[0]]
+
+
+OPS: dict[str, Callable] = {
+    "Conv": conv,
+    "Gemm": gemm,
+    "MatMul": matmul,
+    "Add": _binary(np.add),
+    "Sub": _binary(np.subtract),
+    "Mul": _binary(np.multiply),
+    "Div": _binary(_div),
+    "Sum": sum_,
+    "AveragePool": average_pool,
+    "GlobalAveragePool": global_average_pool,
+    "ReduceMean": reduce_mean,
+    "Flatten": flatten,
+    "Reshape": reshape,
+    "Transpose": transpose,
+    "Squeeze": squeeze,
+    "Unsqueeze": unsqueeze,
+    "Concat": concat,
+    "Pad": pad,
+    "Shape": shape,
+    "Gather": gather,
+    "Identity": identity,
+}

@@ -1,0 +1,205 @@
+"""``InferenceSession``: load an SNN file once, then run it on batches, like onnxruntime's session."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import onnx
+
+from .engine import KernelCache, run_numba
+from .errors import InputError
+from .format import load_snn, metadata
+from .plan import TensorInfo, compile_plan
+from .reference import run_reference
+from .stats import RunResult, with_totals
+
+ENGINES = ("numba", "reference")
+# Bytes of one layer's (T, chunk, ...) activations: small enough that buffers are recycled by the allocator
+# instead of being fresh pages from the OS (page faults cost more than the simulation), large enough to keep
+# every thread busy. Peak memory is a few times this, whatever the batch size.
+DEFAULT_CHUNK_BYTES = 24 << 20
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """What ``get_inputs()`` / ``get_outputs()`` return, as in onnxruntime."""
+
+    name: str
+    shape: list
+    type: str
+
+
+class InferenceSession:
+    """Run an ``*.snn.onnx`` file for T time steps on CPU.
+
+    ``threads`` caps the Numba threads (None: all cores). ``engine`` is "numba" (layer-major, event-driven)
+    or "reference" (the literal NumPy engine, for checking). Calls are serialised by a lock: one session
+    may be shared by several Python threads, each call then runs with all its threads.
+    """
+
+    def __init__(self, path_or_model: str | os.PathLike | bytes | onnx.ModelProto, threads: int | None = None,
+                 engine: str = "numba", chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+        self._model = load_snn(path_or_model)
+        self._plan = compile_plan(self._model)
+        self.metadata = metadata(self._model)
+        self.threads = _check_threads(threads)
+        if engine not in ENGINES:
+            raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self.engine = engine
+        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1:
+            raise InputError(f"chunk_bytes must be a positive integer, got {chunk_bytes!r}")
+        self.chunk_bytes = int(chunk_bytes)
+        self.stats: dict = {}
+        self._cache = KernelCache()
+        self._lock = threading.Lock()
+
+    @property
+    def default_timesteps(self) -> int | None:
+        return self._plan.timesteps
+
+    def get_inputs(self) -> list[NodeArg]:
+        return [_node_arg(i) for i in self._plan.inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [_node_arg(o) for o in self._plan.outputs]
+
+    def run(self, output_names: list[str] | None, input_feed: dict[str, np.ndarray], timesteps: int | None = None,
+            threads: int | None = None) -> list[np.ndarray]:
+        """Rate readout (mean over the T steps) of the requested outputs."""
+        return self._select(output_names, self._run(input_feed, timesteps, threads, trace=False).outputs)
+
+    def run_trace(self, output_names: list[str] | None, input_feed: dict[str, np.ndarray], timesteps: int | None = None,
+                  threads: int | None = None) -> list[np.ndarray]:
+        """Readout after every step t = 1..T: one array (T, ...) per output; its last row equals ``run``."""
+        return self._select(output_names, self._run(input_feed, timesteps, threads, trace=True).trace)
+
+    def _select(self, output_names, values):
+        names = [o.name for o in self._plan.outputs]
+        if output_names is None:
+            return values
+        missing = [n for n in output_names if n not in names]
+        if missing:
+            raise InputError(f"unknown output {missing[0]!r}; outputs: {', '.join(names)}")
+        return [values[names.index(n)] for n in output_names]
+
+    def _run(self, input_feed, timesteps, threads, trace) -> RunResult:
+        steps = timesteps if timesteps is not None else self._plan.timesteps
+        if steps is None:
+            raise InputError("timesteps not given and the SNN file does not record them; pass timesteps=T")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise InputError(f"timesteps must be a positive integer, got {steps!r}")
+        feeds = check_feeds(self._plan.inputs, input_feed)
+        n_threads = _check_threads(threads) if threads is not None else self.threads
+        with self._lock:
+            previous = numba.get_num_threads()
+            numba.set_num_threads(n_threads or numba.config.NUMBA_NUM_THREADS)
+            try:
+                result = self._run_chunks(feeds, int(steps), trace)
+            finally:
+                numba.set_num_threads(previous)
+            self.stats = result.stats
+        return result
+
+    def _run_chunks(self, feeds, steps, trace) -> RunResult:
+        """Split the batch so that no layer's (T, chunk, ...) activations exceed ``chunk_bytes``."""
+        batch = next(iter(feeds.values())).shape[0] if feeds else 1
+        per_sample = sum(_prod(v.shape[1:]) for v in feeds.values()) or 1
+        widest = max(per_sample, self._widest_layer(feeds))
+        chunk = max(1, int(self.chunk_bytes // (4 * steps * widest)))
+        if self.engine == "reference" or batch <= chunk:
+            return self._run_once(feeds, steps, trace)
+        parts = [self._run_once({k: v[i:i + chunk] for k, v in feeds.items()}, steps, trace) for i in range(0, batch, chunk)]
+        return _concat(parts)
+
+    def _run_once(self, feeds, steps, trace) -> RunResult:
+        if self.engine == "reference":
+            return run_reference(self._plan, feeds, steps, trace)
+        return run_numba(self._plan, feeds, steps, self._cache, trace)
+
+    def _widest_layer(self, feeds) -> int:
+        """Largest per-sample activation, from one reference step on a single sample (cached per input shape)."""
+        key = tuple((k, v.shape[1:]) for k, v in sorted(feeds.items()))
+        if getattr(self, "_widest_key", None) != key:
+            probe = run_reference(self._plan, {k: v[:1] for k, v in feeds.items()}, 1)
+            self._widest = max([1] + [layer["neurons"] for layer in probe.stats["layers"]])
+            self._widest_key = key
+        return self._widest
+
+def check_feeds(inputs: list[TensorInfo], input_feed) -> dict[str, np.ndarray]:
+    """Validate a feed dict against the model's inputs: names, ranks, fixed dims, dtypes, NaN/Inf, batch."""
+    if not isinstance(input_feed, dict):
+        raise InputError(f"input_feed must be a dict of input name -> array, got {type(input_feed).__name__}")
+    expected = {i.name: i for i in inputs}
+    unknown = [k for k in input_feed if k not in expected]
+    if unknown:
+        raise InputError(f"unknown input {unknown[0]!r}; inputs: {', '.join(expected)}")
+    missing = [k for k in expected if k not in input_feed]
+    if missing:
+        raise InputError(f"input {missing[0]!r} not given; inputs: {', '.join(expected)}")
+    feeds = {name: check_array(input_feed[name], name, info) for name, info in expected.items()}
+    batches = {name: arr.shape[0] for name, arr in feeds.items() if arr.ndim}
+    if len(set(batches.values())) > 1:
+        raise InputError(f"inputs disagree on the batch size: {batches}")
+    return feeds
+
+
+def check_array(value, name: str, info: TensorInfo) -> np.ndarray:
+    """Validate one feed against the declared shape; cast safely to the declared dtype; refuse NaN/Inf."""
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        raise InputError(f"input {name!r}: object arrays are not accepted; give a numeric array")
+    if arr.ndim != len(info.shape):
+        raise InputError(f"input {name!r}: expected rank {len(info.shape)} shape {_fmt(info.shape)}, got shape {arr.shape}")
+    for axis, (want, got) in enumerate(zip(info.shape, arr.shape)):
+        if isinstance(want, int) and want > 0 and want != got:
+            raise InputError(f"input {name!r}: expected shape {_fmt(info.shape)}, got {arr.shape} (axis {axis})")
+    if arr.size == 0:
+        raise InputError(f"input {name!r} is empty (shape {arr.shape})")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        raise InputError(f"input {name!r}: dtype {arr.dtype} cannot be used as {np.dtype(info.dtype).name}")
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError(f"input {name!r} has {int(bad.sum())} NaN/Inf values (first at index {first}); clean the data first")
+    return np.ascontiguousarray(arr, dtype=info.dtype)
+
+
+def _check_threads(threads) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
+    return min(int(threads), numba.config.NUMBA_NUM_THREADS)
+
+
+def _node_arg(info: TensorInfo) -> NodeArg:
+    return NodeArg(info.name, list(info.shape), f"tensor({np.dtype(info.dtype).name})")
+
+
+def _fmt(shape) -> str:
+    return "[" + ", ".join(str(d) if d not in (None, "") else "?" for d in shape) + "]"
+
+
+def _prod(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _concat(parts: list[RunResult]) -> RunResult:
+    outputs = [np.concatenate([p.outputs[i] for p in parts]) for i in range(len(parts[0].outputs))]
+    trace = None
+    if parts[0].trace is not None:
+        trace = [np.concatenate([p.trace[i] for p in parts], axis=1) for i in range(len(parts[0].trace))]
+    stats = dict(parts[0].stats)
+    stats["layers"] = [dict(layer) for layer in parts[0].stats["layers"]]
+    for p in parts[1:]:
+        for acc, layer in zip(stats["layers"], p.stats["layers"]):
+            for key in ("spikes", "synops", "time_s"):
+                acc[key] += layer[key]
+    stats["node_time_s"] = {k: sum(p.stats["node_time_s"].get(k, 0.0) for p in parts) for k in parts[0].stats["node_time_s"]}
+    stats.update(batch=sum(p.stats["batch"] for p in parts), time_s=sum(p.stats["time_s"] for p in parts),
+                 ann_macs=sum(p.stats["ann_macs"] for p in parts))
+    return RunResult(outputs, trace, with_totals(stats), parts[0].timesteps)

@@ -1,0 +1,100 @@
+"""Per-layer spike statistics: spikes, firing rate, synaptic operations (SynOps) and time.
+
+SynOps of a neuron layer = its spikes x its mean fan-out, where the fan-out of one input element of a linear
+layer is that layer's dense multiply-accumulates divided by its number of input elements; copies (Flatten,
+Reshape, Concat, ...) pass spikes through unchanged, so the fan-out looks through them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .plan import PASS_THROUGH, Plan, Step
+
+# Energy per operation at 45 nm (Horowitz, ISSCC 2014), the figures SNN papers conventionally use.
+PJ_PER_AC = 0.9
+PJ_PER_MAC = 4.6
+
+
+@dataclass
+class RunResult:
+    outputs: list[np.ndarray]
+    trace: list[np.ndarray] | None
+    stats: dict
+    timesteps: int
+    extra: dict = field(default_factory=dict)
+
+
+def _prod(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape is not None else 0
+
+
+def dense_macs(step: Step, shapes: dict[str, tuple]) -> int:
+    """Multiply-accumulates of one evaluation of a linear node on the whole batch (one time step)."""
+    out = shapes.get(step.outputs[0])
+    if out is None:
+        return 0
+    if step.op == "Conv":
+        return _prod(out) * _prod(shapes[step.inputs[1]][1:])
+    if step.op == "Gemm":
+        a = shapes[step.inputs[0]]
+        return _prod(out) * (a[0] if step.attrs.get("transA", 0) else a[-1])
+    if step.op == "MatMul":
+        return _prod(out) * shapes[step.inputs[0]][-1]
+    if step.op == "AveragePool":
+        return _prod(out) * _prod(step.attrs["kernel_shape"])
+    if step.op in ("GlobalAveragePool", "ReduceMean"):
+        return _prod(shapes[step.inputs[0]])
+    return _prod(out)
+
+
+def fan_out(plan: Plan, tensor: str, shapes: dict[str, tuple], depth: int = 0) -> float:
+    """Mean number of synaptic operations one non-zero element of ``tensor`` causes downstream."""
+    n_in = _prod(shapes.get(tensor))
+    total = 0.0
+    for consumer in plan.consumers.get(tensor, []):
+        if consumer.neuron is not None:
+            total += 1.0
+        elif consumer.op in PASS_THROUGH and depth < 64:
+            total += fan_out(plan, consumer.outputs[0], shapes, depth + 1)
+        elif consumer.op in ("Shape",):
+            continue
+        elif n_in:
+            total += dense_macs(consumer, shapes) / n_in
+    return total
+
+
+def layer_stats(plan: Plan, spike_counts: dict[str, np.ndarray], shapes: dict[str, tuple], timesteps: int,
+                times: dict[str, float], total_time: float) -> dict:
+    """Stats of one run; ``spike_counts`` holds per-step spike totals of each neuron layer over the batch."""
+    layers = []
+    dense_total = 0
+    for step in plan.steps:
+        if step.neuron is None:
+            if step.op not in PASS_THROUGH and step.op != "Shape":
+                dense_total += dense_macs(step, shapes)
+            continue
+        shape = shapes.get(step.outputs[0], ())
+        neurons = _prod(shape[1:]) if len(shape) > 1 else 1
+        spikes = int(spike_counts[step.name].sum())
+        layers.append({"layer": step.name, "neurons": neurons, "spikes": spikes,
+                       "synops": spikes * fan_out(plan, step.outputs[0], shapes), "time_s": times.get(step.name, 0.0)})
+    batch = max((shapes.get(i.name, (1,))[0] for i in plan.inputs), default=1) or 1
+    return with_totals({"timesteps": timesteps, "batch": batch, "layers": layers, "ann_macs": dense_total,
+                        "time_s": total_time, "node_time_s": dict(times)})
+
+
+def with_totals(stats: dict) -> dict:
+    """Fill the totals and the energy estimate from the per-layer rows (also after merging chunks)."""
+    layers = stats["layers"]
+    for layer in layers:
+        layer["firing_rate"] = layer["spikes"] / max(1, layer["neurons"] * stats["batch"] * stats["timesteps"])
+    stats["total_spikes"] = sum(layer["spikes"] for layer in layers)
+    stats["total_synops"] = sum(layer["synops"] for layer in layers)
+    stats["energy_estimate_uj"] = {
+        "note": "estimate only: 45 nm figures, 0.9 pJ per accumulate (SNN), 4.6 pJ per MAC (ANN)",
+        "snn": stats["total_synops"] * PJ_PER_AC * 1e-6,
+        "ann": stats["ann_macs"] * PJ_PER_MAC * 1e-6,
+    }
+    return stats
