@@ -74,7 +74,7 @@ def _v_init(text: str):
         raise argparse.ArgumentTypeError(f"expected 'half' or a number, got {text!r}") from None
 
 
-def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str = "p99.99") -> None:
+def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str = "optimal") -> None:
     p.add_argument("--threshold", default=default_threshold, help="V_th per layer: max, a percentile such as p99.99, or optimal (default %(default)s)")
     p.add_argument("--shift", type=_shift, default="half", help="current shift per step: half (V_th/2T), none, or a number (default %(default)s)")
     p.add_argument("--reset", choices=fmt.RESETS, default="subtract", help="reset after a spike (default %(default)s)")
@@ -219,18 +219,20 @@ def stats_table(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def _evaluation_data(path: str, input_names: list[str]):
+def _evaluation_data(path: str, input_names: list[str], model) -> tuple[dict, np.ndarray]:
     data = load_array_file(path)
     feeds = model_feeds(data, input_names, path)
     n = len(next(iter(feeds.values())))
-    return feeds, labels(data, path, n)
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    n_classes = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
+    return feeds, labels(data, path, n, n_classes)
 
 
 def cmd_evaluate(args) -> int:
     calib = load_array_file(args.calib)
     snn = convert(args.model, calib, timesteps=max(args.timesteps), progress=None if not args.quiet else False, **_conversion_kwargs(args))
     inputs = model_inputs(snn.model)
-    feeds, y = _evaluation_data(args.data, [i.name for i in inputs])
+    feeds, y = _evaluation_data(args.data, [i.name for i in inputs], snn.model)
     results = evaluate(snn, args.model, check_feeds(inputs, feeds), y, args.timesteps, args.threads, None if not args.quiet else False)
     _finish_evaluation(args, results)
     return 0
@@ -279,7 +281,10 @@ COMMANDS = {"demo": cmd_demo, "convert": cmd_convert, "run": cmd_run, "evaluate"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already reported on stderr)
+        return int(exc.code or 0)
     progress_module.QUIET = getattr(args, "quiet", False)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(message)s")
     try:

@@ -132,7 +132,7 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
     return [_info(vi) for vi in model.graph.input if vi.name not in initializers]
 
 
-def convert(model, calibration, timesteps: int = 32, threshold: str = "p99.99", shift: str | float = "half",
+def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal", shift: str | float = "half",
             reset: str = "subtract", v_init: str | float = 0.0, batch_size: int = 64,
             progress: bool | None = None) -> ConvertedSNN:
     """Convert an ONNX ANN (path, bytes or ModelProto) into an SNN.

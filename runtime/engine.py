@@ -49,7 +49,7 @@ def _neuron(step: Step, x: Value, timesteps: int) -> tuple[Value, np.ndarray]:
     inner = _prod(shape[2:]) if len(shape) > 2 else 1
     spikes = np.empty((timesteps, m), np.float32)
     counts = np.zeros(((m + BLOCK - 1) // BLOCK, timesteps), np.int64)
-    if_layer(rows, timesteps, p.v_th, p.shift, p.v_init, inner, p.reset == "subtract", spikes, counts)
+    if_layer(rows, timesteps, *p.per_channel(), inner, p.reset == "subtract", spikes, counts)
     return (spikes.reshape((timesteps,) + shape), True), counts.sum(axis=0)
 
 

@@ -46,7 +46,7 @@ def _register_schema() -> None:
         outputs=[S.FormalParameter("s", "T", "spikes s(t), 0 or v_th")],
         type_constraints=[("T", ["tensor(float)"], "32-bit float currents and spikes")],
         attributes=[
-            S.Attribute("v_th", S.AttrType.FLOAT, "firing threshold (> 0)", required=True),
+            S.Attribute("v_th", S.AttrType.FLOAT, "firing threshold (> 0); required (checked by the reader)", required=False),
             S.Attribute("shift", S.AttrType.FLOAT, "added to the current every step", required=False),
             S.Attribute("v_init", S.AttrType.FLOAT, "initial membrane potential", required=False),
             S.Attribute("reset", S.AttrType.STRING, "'subtract' or 'zero'", required=False),
@@ -71,6 +71,11 @@ class NeuronParams:
     @property
     def channels(self) -> int:
         return max(self.v_th.size, self.shift.size, self.v_init.size)
+
+    def per_channel(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """v_th, shift and v_init as contiguous float32 arrays of one common length (what kernels take)."""
+        n = self.channels
+        return tuple(np.ascontiguousarray(np.broadcast_to(a, (n,)), dtype=np.float32) for a in (self.v_th, self.shift, self.v_init))
 
 
 def _attr_value(node: onnx.NodeProto, attr: onnx.AttributeProto):
@@ -159,11 +164,7 @@ def validate(model: onnx.ModelProto, name: str = "<model>") -> None:
     domains = {o.domain: o.version for o in model.opset_import}
     if domains.get(DOMAIN) != DOMAIN_VERSION:
         raise SNNFormatError(f"{name}: opset import for domain '{DOMAIN}' version {DOMAIN_VERSION} missing (found {domains.get(DOMAIN)})")
-    try:
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SNNFormatError(f"{name}: invalid ONNX graph: {first}") from None
+    _check_graph(model, name)
     for node in model.graph.node:
         if node.domain == DOMAIN:
             if node.op_type != NEURON_OP:
@@ -171,6 +172,23 @@ def validate(model: onnx.ModelProto, name: str = "<model>") -> None:
             if len(node.input) != 1 or len(node.output) != 1:
                 raise SNNFormatError(f"{name}: neuron '{node.name}' must have one input and one output")
             neuron_params(node)
+
+
+def _check_graph(model: onnx.ModelProto, name: str) -> None:
+    """onnx's checker on the graph. Neuron attributes are set aside meanwhile: the schema can declare one type
+    per attribute, but v_th/shift/v_init may be floats or per-channel tensors; neuron_params checks them."""
+    neurons = [n for n in model.graph.node if n.domain == DOMAIN]
+    saved = [list(n.attribute) for n in neurons]
+    for n in neurons:
+        del n.attribute[:]
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SNNFormatError(f"{name}: invalid ONNX graph: {first}") from None
+    finally:
+        for n, attrs in zip(neurons, saved):
+            n.attribute.extend(attrs)
 
 
 def timesteps_of(model: onnx.ModelProto) -> int | None:

@@ -176,8 +176,12 @@ def _check_threads(threads) -> int | None:
     return min(int(threads), numba.config.NUMBA_NUM_THREADS)
 
 
+_ORT_TYPE_NAMES = {"float32": "float", "float64": "double"}
+
+
 def _node_arg(info: TensorInfo) -> NodeArg:
-    return NodeArg(info.name, list(info.shape), f"tensor({np.dtype(info.dtype).name})")
+    name = np.dtype(info.dtype).name
+    return NodeArg(info.name, list(info.shape), f"tensor({_ORT_TYPE_NAMES.get(name, name)})")
 
 
 def _fmt(shape) -> str:

@@ -1,0 +1,114 @@
+"""Every Numba kernel against the plain NumPy reference ops, and bit-identical for any thread count."""
+import numba
+import numpy as np
+import pytest
+
+from runtime.engine import KernelCache, _avg_pool, _conv, _matmul
+from runtime.plan import Step
+from runtime.reference_ops import OPS
+
+T = 3
+
+
+def spikes(rng, shape, density=0.2, v_th=0.8):
+    return ((rng.random(shape) < density) * v_th).astype(np.float32)
+
+
+def run_dynamic(handler, step, x, *consts):
+    """Run a kernel handler on a (T, N, ...) spike array; compare against the reference op per step."""
+    args = [(x, True)] + [(c, False) if c is not None else None for c in consts]
+    out, dynamic = handler(step, args, KernelCache(), x.shape[0])
+    assert dynamic
+    ref = np.stack([OPS[step.op]([x[t]] + list(consts), step.attrs)[0] for t in range(x.shape[0])])
+    return out, ref
+
+
+CONV_CASES = [
+    dict(c_in=3, c_out=5, k=3, attrs=dict(pads=[1, 1, 1, 1])),
+    dict(c_in=4, c_out=6, k=3, attrs=dict(strides=[2, 2], pads=[0, 1, 1, 0])),          # asymmetric pads
+    dict(c_in=4, c_out=4, k=3, attrs=dict(dilations=[2, 2], pads=[2, 2, 2, 2])),
+    dict(c_in=6, c_out=6, k=3, attrs=dict(group=6, pads=[1, 1, 1, 1])),                 # depthwise
+    dict(c_in=4, c_out=6, k=1, attrs=dict(group=2, strides=[2, 1])),                    # grouped 1x1, mixed stride
+    dict(c_in=2, c_out=3, k=5, attrs=dict(auto_pad="SAME_UPPER", strides=[2, 2])),
+    dict(c_in=2, c_out=3, k=2, attrs=dict(strides=[3, 3])),                             # stride > kernel
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: str(c["attrs"]))
+def test_conv_events_equal_reference(rng, case):
+    group = case["attrs"].get("group", 1)
+    w = rng.standard_normal((case["c_out"], case["c_in"] // group, case["k"], case["k"])).astype(np.float32)
+    b = rng.standard_normal(case["c_out"]).astype(np.float32)
+    x = spikes(rng, (T, 2, case["c_in"], 9, 11))
+    step = Step("conv", "Conv", ("x", "w", "b"), ("y",), dict(kernel_shape=[case["k"]] * 2, **case["attrs"]))
+    out, ref = run_dynamic(_conv, step, x, w, b)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(out, ref)  # float64 sums rounded once: the same float32 either way
+
+
+def test_conv1d_events_equal_reference(rng):
+    w = rng.standard_normal((4, 3, 3)).astype(np.float32)
+    x = spikes(rng, (T, 2, 3, 10))
+    step = Step("conv", "Conv", ("x", "w"), ("y",), dict(kernel_shape=[3], pads=[1, 0], strides=[2]))
+    out, ref = run_dynamic(_conv, step, x, w, None)
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("attrs", [dict(transB=1), dict(transB=0, alpha=0.5, beta=2.0)])
+def test_gemm_events_equal_reference(rng, attrs):
+    w = rng.standard_normal((7, 13) if attrs.get("transB") else (13, 7)).astype(np.float32)
+    c = rng.standard_normal(7).astype(np.float32)
+    x = spikes(rng, (T, 5, 13))
+    out, ref = run_dynamic(_matmul, Step("fc", "Gemm", ("x", "w", "c"), ("y",), attrs), x, w, c)
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_matmul_events_equal_reference(rng):
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    x = spikes(rng, (T, 2, 3, 6))
+    out, ref = run_dynamic(_matmul, Step("mm", "MatMul", ("x", "w"), ("y",), {}), x, w)
+    np.testing.assert_array_equal(out, ref)
+
+
+POOL_CASES = [
+    dict(kernel_shape=[2, 2], strides=[2, 2]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[3, 2], strides=[2, 2], pads=[0, 1, 1, 0], ceil_mode=1, count_include_pad=1),
+]
+
+
+@pytest.mark.parametrize("attrs", POOL_CASES, ids=str)
+def test_avg_pool_equal_reference(rng, attrs):
+    x = rng.random((T, 2, 3, 9, 10)).astype(np.float32)
+    out, ref = run_dynamic(_avg_pool, Step("pool", "AveragePool", ("x",), ("y",), attrs), x)
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_avg_pool_reference_matches_onnxruntime(rng):
+    """The reference pool itself agrees with onnxruntime on ceil_mode / count_include_pad corner cases."""
+    import onnxruntime as ort
+    from onnx import TensorProto as TP
+    from onnx import helper as h
+    x = rng.random((2, 3, 9, 10)).astype(np.float32)
+    for attrs in POOL_CASES:
+        g = h.make_graph([h.make_node("AveragePool", ["x"], ["y"], **attrs)], "p", [h.make_tensor_value_info("x", TP.FLOAT, x.shape)],
+                         [h.make_tensor_value_info("y", TP.FLOAT, None)])
+        m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+        m.ir_version = 8
+        want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        np.testing.assert_allclose(OPS["AveragePool"]([x], attrs)[0], want, rtol=1e-6, atol=1e-6, err_msg=str(attrs))
+
+
+def test_kernels_bit_identical_for_any_thread_count(rng):
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    x = spikes(rng, (4, 6, 4, 12, 12))
+    step = Step("conv", "Conv", ("x", "w"), ("y",), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        results.append(_conv(step, [(x, True), (w, False)], KernelCache(), 4)[0])
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(results[0], results[1])

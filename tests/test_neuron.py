@@ -1,0 +1,98 @@
+"""IF neuron dynamics against hand-computed sequences, in the reference and the Numba kernel alike."""
+import numpy as np
+import pytest
+
+from runtime.format import NeuronParams
+from runtime.kernels.neuron import BLOCK, if_layer
+from runtime.reference import if_step, initial_membrane
+
+
+def params(v_th=1.0, shift=0.0, v_init=0.0, reset="subtract"):
+    f = lambda v: np.atleast_1d(np.asarray(v, np.float32))
+    return NeuronParams(f(v_th), f(shift), f(v_init), reset)
+
+
+def simulate_reference(currents, p):
+    """currents: (T, N, C) -> spikes (T, N, C), final membrane."""
+    v = initial_membrane(currents[0], p)
+    out = []
+    for x in currents:
+        s, v = if_step(x, v, p)
+        out.append(s)
+    return np.stack(out), v
+
+
+def simulate_kernel(currents, p, constant=False):
+    t, shape = currents.shape[0], currents.shape[1:]
+    m = int(np.prod(shape))
+    rows = currents[:1].reshape(1, m) if constant else currents.reshape(t, m)
+    spikes = np.empty((t, m), np.float32)
+    counts = np.zeros(((m + BLOCK - 1) // BLOCK, t), np.int64)
+    inner = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    if_layer(np.ascontiguousarray(rows, np.float32), t, *p.per_channel(), inner, p.reset == "subtract", spikes, counts)
+    return spikes.reshape(currents.shape), counts.sum(axis=0)
+
+
+def constant(x, steps):
+    return np.full((steps, 1, 1), x, np.float32)
+
+
+CASES = [
+    # (current, steps, params, expected spikes as multiples of v_th) -- worked by hand, values exact in binary
+    (0.75, 5, params(), [0, 1, 1, 1, 0]),                         # v: .75 1.5→.5 1.25→.25 1.0→0 .75
+    (0.75, 5, params(reset="zero"), [0, 1, 0, 1, 0]),             # v: .75 1.5→0 .75 1.5→0 .75
+    (0.375, 4, params(shift=0.125), [0, 1, 0, 1]),                # shift V/2T: v += .5 per step -> rounds .375 up to .5
+    (0.375, 4, params(), [0, 0, 1, 0]),                           # no shift: .375 .75 1.125→.125 .5 -> floors to .25
+    (0.25, 2, params(v_init=0.5), [0, 1]),                        # starts half full
+    (1.5, 4, params(v_th=2.0), [0, 1, 1, 1]),                     # spikes carry v_th: 1.5 3→1 2.5→.5 2→0
+    (-0.5, 3, params(), [0, 0, 0]),                               # negative current never fires
+]
+
+
+@pytest.mark.parametrize("current, steps, p, expected", CASES)
+def test_hand_computed_sequences(current, steps, p, expected):
+    want = np.array(expected, np.float32) * p.v_th[0]
+    ref, _ = simulate_reference(constant(current, steps), p)
+    np.testing.assert_array_equal(ref[:, 0, 0], want)
+    kern, counts = simulate_kernel(constant(current, steps), p)
+    np.testing.assert_array_equal(kern[:, 0, 0], want)
+    kern_const, _ = simulate_kernel(constant(current, steps), p, constant=True)
+    np.testing.assert_array_equal(kern_const[:, 0, 0], want)
+    np.testing.assert_array_equal(counts, np.array(expected))
+
+
+def test_final_membrane_soft_reset_keeps_the_remainder():
+    _, v = simulate_reference(constant(0.75, 5), params())
+    assert v[0, 0] == pytest.approx(0.75)
+    _, v = simulate_reference(constant(0.75, 2), params(reset="zero"))
+    assert v[0, 0] == 0.0
+
+
+def test_rate_with_shift_is_rounded_activation():
+    """Constant current a, T steps, shift V/2T: rate = V/T * round(a T / V), error <= V/(2T)."""
+    steps, v_th = 16, 1.0
+    a = np.linspace(0, 1.0, 97, dtype=np.float32)
+    currents = np.broadcast_to(a, (steps, 1, a.size)).copy()
+    spikes, _ = simulate_reference(currents, params(v_th=v_th, shift=v_th / (2 * steps)))
+    rate = spikes.mean(axis=0)[0]
+    assert np.max(np.abs(rate - a)) <= v_th / (2 * steps) + 1e-6
+
+
+def test_per_channel_parameters():
+    p = params(v_th=[1.0, 2.0], shift=[0.0, 0.5], v_init=[0.0, 0.0])
+    currents = np.zeros((3, 1, 2, 2), np.float32) + np.array([0.5, 0.5], np.float32).reshape(1, 1, 2, 1)
+    ref, _ = simulate_reference(currents, p)
+    kern, _ = simulate_kernel(currents, p)
+    np.testing.assert_array_equal(ref, kern)
+    # channel 0: .5 1→0 .5 ; channel 1 (shift .5, v_th 2): 1 2→0 1
+    np.testing.assert_array_equal(ref[:, 0, 0, 0], [0, 1, 0])
+    np.testing.assert_array_equal(ref[:, 0, 1, 0], [0, 2, 0])
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_kernel_matches_reference_on_random_currents(rng, reset):
+    currents = rng.normal(0.3, 0.6, (20, 3, 4, 5, 5)).astype(np.float32)
+    p = params(v_th=[0.7, 1.1, 0.9, 1.3], shift=0.02, v_init=[0.1, 0.0, 0.3, 0.5], reset=reset)
+    ref, _ = simulate_reference(currents, p)
+    kern, _ = simulate_kernel(currents, p)
+    np.testing.assert_array_equal(ref, kern)
