@@ -16,7 +16,7 @@ from runtime import format as fmt
 from runtime.plan import TensorInfo, _info
 
 from .calibrate import ActivationStats, calibrate
-from .errors import ConversionError, InputError
+from .errors import InputError
 from .load import Source, load_model
 from .passes import PASSES
 from .passes.context import Context
@@ -102,8 +102,16 @@ class ConvertedSNN:
         save_atomic(self.ann_model, path)
 
 
-def prepare(model) -> tuple[Source, Context, onnx.ModelProto]:
-    """Load and clean a model: run every pass. Returns the source, the pass context, and the clean ANN."""
+MAXPOOL_MODES = ("gate", "avg")
+
+
+def prepare(model, maxpool: str = "gate") -> tuple[Source, Context, onnx.ModelProto]:
+    """Load and clean a model: run every pass. Returns the source, the pass context, and the clean ANN.
+
+    maxpool: "gate" (MaxPool on spikes becomes the gated onnx2snn.SpikeMaxPool) or "avg" (every MaxPool is
+    approximated by an AveragePool, in the threshold-ReLU ANN too; reported)."""
+    if maxpool not in MAXPOOL_MODES:
+        raise InputError(f"maxpool must be one of {MAXPOOL_MODES}, got {maxpool!r}")
     source = load_model(model)
     graph = gs.import_onnx(source.model)
     report = Report(source=source.name)
@@ -114,11 +122,11 @@ def prepare(model) -> tuple[Source, Context, onnx.ModelProto]:
         used.add(node.name)
         entry = policy_of(node.op)
         report.nodes.append(NodeEntry(node.name, node.op, entry.policy if entry else "refuse", ""))
-    ctx = Context(graph, report, source.name)
+    ctx = Context(graph, report, source.name, options={"maxpool": maxpool})
     for graph_pass in PASSES:
         graph_pass.run(ctx)
     if not ctx.activations:
-        raise ConversionError(f"{source.name}: the model has no Relu or Clip(0, c) activations, so there is nothing to turn into spiking neurons")
+        report.notes.append("the model has no Relu or Clip(0, c) activations: the SNN has no neurons and equals the ANN at every step")
     for entry in report.nodes:
         if not entry.action:
             entry.action = "kept (simulated every step)"
@@ -134,17 +142,18 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
 
 def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal", shift: str | float = "half",
             reset: str = "subtract", v_init: str | float = 0.0, batch_size: int = 64,
-            progress: bool | None = None) -> ConvertedSNN:
+            progress: bool | None = None, maxpool: str = "gate") -> ConvertedSNN:
     """Convert an ONNX ANN (path, bytes or ModelProto) into an SNN.
 
     calibration: an array (single-input models), a dict input name -> array, or an iterable of such batches
     (tuples such as a DataLoader's (images, labels) are taken input by input). threshold: 'max', 'pXX.X' or
-    'optimal'; shift: 'half' (V_th/2T), 'none' or a float; reset: 'subtract' or 'zero'; v_init: a float or 'half'.
+    'optimal'; shift: 'half' (V_th/2T), 'none' or a float; reset: 'subtract' or 'zero'; v_init: a float or 'half';
+    maxpool: 'gate' (spiking max pooling) or 'avg' (approximate MaxPool by AveragePool, reported).
     """
     settings = _check_settings(timesteps, threshold, shift, reset, v_init)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    source, ctx, clean = prepare(model)
+    source, ctx, clean = prepare(model, maxpool)
     names = [a.node.outputs[0].name for a in ctx.activations]
     stats = calibrate(clean, model_inputs(clean), names, calibration, batch_size, progress)
     return ConvertedSNN(source, ctx, stats, settings)

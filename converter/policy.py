@@ -3,7 +3,9 @@
 Policies:
 - ``keep``: a linear (affine) op, simulated unchanged at every time step;
 - ``fold``: folded into weights or constants, or removed (it does nothing at inference);
-- ``rewrite``: an activation that becomes a threshold ReLU in the ANN and an IF neuron in the SNN;
+- ``rewrite``: replaced by its spiking counterpart: an activation becomes a threshold ReLU in the ANN and an IF
+  neuron in the SNN; a MaxPool on spikes becomes the gated onnx2snn.SpikeMaxPool;
+- ``approximate``: changes the math; only with an explicit opt-in flag, and always reported;
 - ``drop``: removed at a graph output only (it does not change the top-1 class), always reported;
 - ``refuse``: no rate-coded equivalent (or none implemented yet): conversion stops with a clear error.
 An op absent from the table is refused with "not supported yet".
@@ -21,7 +23,7 @@ class OpPolicy:
     why: str
 
 
-KEEP, FOLD, REWRITE, DROP, REFUSE = "keep", "fold", "rewrite", "drop", "refuse"
+KEEP, FOLD, REWRITE, APPROXIMATE, DROP, REFUSE = "keep", "fold", "rewrite", "approximate", "drop", "refuse"
 _LINEAR = "linear: applied to the spikes at every step"
 _SHAPE = "moves values only: applied at every step"
 _NO_RATE = "has no rate-coded equivalent: an average of spikes cannot pass through it"
@@ -66,7 +68,13 @@ POLICIES: dict[str, OpPolicy] = {
     "HardSwish": OpPolicy(REFUSE, _NO_RATE),
     "Softplus": OpPolicy(REFUSE, _NO_RATE),
     "LRN": OpPolicy(REFUSE, _NO_RATE + " (divides by a function of the activity)"),
-    "MaxPool": OpPolicy(REFUSE, "needs spiking max pooling, not implemented yet"),
+    "MaxPool": OpPolicy(REWRITE, "on spikes: onnx2snn.SpikeMaxPool, gated by the input with the largest running "
+                                 "total, so the output rate tracks the largest input rate; on the analog input: kept, "
+                                 "exact; --maxpool avg approximates it by AveragePool (reported)"),
+    "ConvTranspose": OpPolicy(KEEP, _LINEAR),
+    "Resize": OpPolicy(KEEP, "nearest mode copies values: applied at every step (linear modes refused)"),
+    "Cast": OpPolicy(KEEP, "type conversion in shape arithmetic"),
+    "ConstantOfShape": OpPolicy(FOLD, "folded into a constant"),
 }
 
 ACTIVATIONS = sorted(op for op, p in POLICIES.items() if p.policy == REWRITE)

@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 
 from runtime import format as fmt
 
-from .passes.context import Context, truncate
+from .passes.context import Context, downstream, truncate
 
 
 def _export(graph: gs.Graph, opset: int, extra_domains: list | None = None) -> onnx.ModelProto:
@@ -51,6 +51,7 @@ def build_snn(ctx: Context, thresholds: dict[str, float], timesteps: int, shift:
         node.attrs.clear()
         node.attrs.update({"v_th": float(thresholds[act.node.name]), "shift": float(shift[act.node.name]),
                            "v_init": float(v_init[act.node.name]), "reset": reset})
+    _gate_max_pools(graph, [by_name[act.node.name] for act in ctx.activations], ctx.report)
     model = _export(graph, opset, [(fmt.DOMAIN, fmt.DOMAIN_VERSION)])
     for key, value in {fmt.META_FORMAT_VERSION: fmt.FORMAT_VERSION, fmt.META_TIMESTEPS: str(timesteps),
                        fmt.META_INPUT_ENCODING: "analog", **metadata}.items():
@@ -59,6 +60,22 @@ def build_snn(ctx: Context, thresholds: dict[str, float], timesteps: int, shift:
     model = onnx.shape_inference.infer_shapes(model)
     fmt.validate(model, "<converted SNN>")
     return model
+
+
+def _gate_max_pools(graph: gs.Graph, neurons: list[gs.Node], report) -> None:
+    """MaxPool downstream of a neuron sees spikes: make it the gated onnx2snn.SpikeMaxPool. A MaxPool of the
+    analog input sees the same value at every step, so the plain (exact) MaxPool stays."""
+    dynamic = downstream([t for n in neurons for t in n.outputs])
+    for node in graph.nodes:
+        if node.op != "MaxPool":
+            continue
+        if node.inputs[0].name not in dynamic:
+            report.set_action(node.name, "kept: it pools the analog input, the same at every step, so it is exact")
+        else:
+            report.set_action(node.name, f"gated spiking max pool ({fmt.DOMAIN}.{fmt.MAXPOOL_OP})")
+            node.op, node.domain = fmt.MAXPOOL_OP, fmt.DOMAIN
+            truncate(node.outputs, 1)
+            node.attrs = {k: v for k, v in node.attrs.items() if k in ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad")}
 
 
 def save_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> None:

@@ -18,6 +18,7 @@ from .kernels.neuron import BLOCK, if_layer
 from .kernels.pool import avg_pool2d
 from .plan import Plan, Step
 from .reference_ops import OPS, _spatial_pads, pool_geometry
+from .spike_pool import spike_max_pool_handler
 from .stats import RunResult, layer_stats
 
 Value = tuple  # (array, dynamic)
@@ -188,6 +189,7 @@ DYNAMIC = {
     "Add": _elementwise, "Sub": _elementwise, "Mul": _elementwise, "Div": _elementwise, "Sum": _elementwise,
     "AveragePool": _avg_pool, "GlobalAveragePool": _merged_batch, "ReduceMean": _merged_batch, "Flatten": _merged_batch,
     "Reshape": _reshape_like, "Squeeze": _reshape_like, "Unsqueeze": _reshape_like, "Transpose": _transpose,
+    "SpikeMaxPool": spike_max_pool_handler,
 }
 
 

@@ -18,6 +18,8 @@ DOMAIN = "onnx2snn"
 DOMAIN_VERSION = 1
 FORMAT_VERSION = "1"
 NEURON_OP = "IFNeuron"
+MAXPOOL_OP = "SpikeMaxPool"
+CUSTOM_OPS = (NEURON_OP, MAXPOOL_OP)
 RESETS = ("subtract", "zero")
 INPUT_ENCODINGS = ("analog",)
 
@@ -56,7 +58,35 @@ def _register_schema() -> None:
     defs.register_schema(schema)
 
 
+_MAXPOOL_DOC = """Max pooling of spikes, gated: each window passes, at every step, the current input of the position
+whose running total of inputs over the previous steps is largest (ties: the larger current input, then the
+first position in scan order), so the output rate tracks the largest input rate. Attributes as ONNX MaxPool."""
+
+
+def _register_maxpool_schema() -> None:
+    if defs.has(MAXPOOL_OP, DOMAIN):
+        return
+    S = defs.OpSchema
+    ints = S.AttrType.INTS
+    schema = S(
+        MAXPOOL_OP, DOMAIN, DOMAIN_VERSION, _MAXPOOL_DOC,
+        inputs=[S.FormalParameter("x", "T", "inputs of one step (usually spikes)")],
+        outputs=[S.FormalParameter("y", "T", "gated inputs")],
+        type_constraints=[("T", ["tensor(float)"], "32-bit float")],
+        attributes=[
+            S.Attribute("kernel_shape", ints, "window size", required=True),
+            S.Attribute("strides", ints, "strides (default 1)", required=False),
+            S.Attribute("pads", ints, "pads [begin..., end...] (default 0)", required=False),
+            S.Attribute("dilations", ints, "dilations (default 1)", required=False),
+            S.Attribute("ceil_mode", S.AttrType.INT, "as ONNX MaxPool (default 0)", required=False),
+            S.Attribute("auto_pad", S.AttrType.STRING, "as ONNX MaxPool (default NOTSET)", required=False),
+        ],
+    )
+    defs.register_schema(schema)
+
+
 _register_schema()
+_register_maxpool_schema()
 
 
 @dataclass(frozen=True)
@@ -167,17 +197,30 @@ def validate(model: onnx.ModelProto, name: str = "<model>") -> None:
     _check_graph(model, name)
     for node in model.graph.node:
         if node.domain == DOMAIN:
-            if node.op_type != NEURON_OP:
-                raise SNNFormatError(f"{name}: node '{node.name}' has unknown op {DOMAIN}.{node.op_type}; known: {NEURON_OP}")
+            if node.op_type not in CUSTOM_OPS:
+                raise SNNFormatError(f"{name}: node '{node.name}' has unknown op {DOMAIN}.{node.op_type}; known: {', '.join(CUSTOM_OPS)}")
             if len(node.input) != 1 or len(node.output) != 1:
-                raise SNNFormatError(f"{name}: neuron '{node.name}' must have one input and one output")
-            neuron_params(node)
+                raise SNNFormatError(f"{name}: node '{node.name}' ({node.op_type}) must have one input and one output")
+            if node.op_type == NEURON_OP:
+                neuron_params(node)
+            else:
+                _check_maxpool(node, name)
+
+
+def _check_maxpool(node: onnx.NodeProto, name: str) -> None:
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    kernel = attrs.get("kernel_shape")
+    if not kernel or len(kernel) not in (1, 2) or min(kernel) < 1:
+        raise SNNFormatError(f"{name}: {MAXPOOL_OP} '{node.name}' needs a 1-D or 2-D kernel_shape of positive sizes, got {kernel}")
+    for key in ("strides", "dilations"):
+        if key in attrs and (len(attrs[key]) != len(kernel) or min(attrs[key]) < 1):
+            raise SNNFormatError(f"{name}: {MAXPOOL_OP} '{node.name}': {key} must be {len(kernel)} positive integers, got {attrs[key]}")
 
 
 def _check_graph(model: onnx.ModelProto, name: str) -> None:
     """onnx's checker on the graph. Neuron attributes are set aside meanwhile: the schema can declare one type
     per attribute, but v_th/shift/v_init may be floats or per-channel tensors; neuron_params checks them."""
-    neurons = [n for n in model.graph.node if n.domain == DOMAIN]
+    neurons = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == NEURON_OP]
     saved = [list(n.attribute) for n in neurons]
     for n in neurons:
         del n.attribute[:]

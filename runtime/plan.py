@@ -11,7 +11,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import SNNFormatError
-from .format import DOMAIN, NEURON_OP, NeuronParams, neuron_params, timesteps_of
+from .format import DOMAIN, MAXPOOL_OP, NEURON_OP, NeuronParams, neuron_params, timesteps_of
 from .reference_ops import OPS
 
 # Ops that only move or copy values: a spike passes through them unchanged, so SynOps look through them.
@@ -92,6 +92,8 @@ def compile_plan(model: onnx.ModelProto) -> Plan:
         seen.add(name)
         if node.domain == DOMAIN and node.op_type == NEURON_OP:
             steps.append(Step(name, NEURON_OP, tuple(node.input), tuple(node.output), {}, neuron_params(node)))
+        elif node.domain == DOMAIN and node.op_type == MAXPOOL_OP:
+            steps.append(Step(name, MAXPOOL_OP, tuple(node.input), tuple(node.output), _attrs(node)))
         elif node.domain not in ("", "ai.onnx"):
             raise SNNFormatError(f"node '{name}': op {node.domain}.{node.op_type} is not supported by the runtime")
         elif node.op_type == "Constant":

@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from .format import NeuronParams
+from .format import MAXPOOL_OP, NeuronParams
 from .plan import Plan
-from .reference_ops import OPS
+from .reference_ops import OPS, spike_max_pool_step
 from .stats import RunResult, layer_stats
 
 
@@ -60,6 +60,12 @@ def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trac
                 spikes, membrane[step.name] = if_step(args[0], v, step.neuron)
                 spike_counts[step.name][t] = int(np.count_nonzero(spikes))
                 results = [spikes]
+            elif step.op == MAXPOOL_OP:  # stateful: running totals of its inputs, like a membrane
+                totals = membrane.get(step.name)
+                if totals is None:
+                    totals = np.zeros(args[0].shape, np.float64)
+                pooled, membrane[step.name] = spike_max_pool_step(args[0], totals, step.attrs)
+                results = [pooled]
             else:
                 results = OPS[step.op](args, step.attrs)
             for name, value in zip(step.outputs, results):

@@ -16,6 +16,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import SNNFormatError
 
+_ONNX_DTYPES = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 11: np.float64}
+
 
 def _spatial_pads(attrs: dict, in_spatial: tuple[int, ...], kernel: tuple[int, ...], strides, dilations) -> list[int]:
     """Begin/end pads in ONNX order [b1, b2, ..., e1, e2, ...], resolving auto_pad."""
@@ -144,6 +146,150 @@ def pool_output_size(size: int, k: int, s: int, pad_begin: int, pad_end: int, ce
     if ceil_mode and (out - 1) * s >= size + pad_begin:  # the last window must start inside input or begin pad
         out -= 1
     return out
+
+
+def max_pool_geometry(attrs: dict, x_shape: tuple) -> tuple[list[int], list[int], list[int], list[int], tuple[int, int]]:
+    """kernel, strides, pads [t, l, b, r], dilations and output size of a 1-D or 2-D MaxPool (as 2-D)."""
+    kernel = list(attrs["kernel_shape"])
+    n = len(kernel)
+    strides = list(attrs.get("strides", [1] * n))
+    dilations = list(attrs.get("dilations", [1] * n))
+    pads = _spatial_pads(attrs, x_shape[2:], tuple(kernel), strides, dilations)
+    if n == 1:
+        kernel, strides, dilations, pads = [1] + kernel, [1] + strides, [1] + dilations, [0, pads[0], 0, pads[1]]
+    h, w = (1, x_shape[2]) if len(x_shape) == 3 else x_shape[2:]
+    ceil_mode = bool(attrs.get("ceil_mode", 0))
+    size = tuple(pool_output_size(d, (k - 1) * dl + 1, st, pb, pe, ceil_mode)
+                 for d, k, dl, st, pb, pe in zip((h, w), kernel, dilations, strides, pads[:2], pads[2:]))
+    return kernel, strides, pads, dilations, size
+
+
+def pool_windows(kernel, strides, pads, dilations, size, h, w):
+    """For each output position: the (rows, cols) of its window inside the input, in scan order."""
+    for i in range(size[0]):
+        rows = [i * strides[0] - pads[0] + k * dilations[0] for k in range(kernel[0])]
+        rows = [r for r in rows if 0 <= r < h]
+        for j in range(size[1]):
+            cols = [j * strides[1] - pads[1] + k * dilations[1] for k in range(kernel[1])]
+            yield i, j, rows, [c for c in cols if 0 <= c < w]
+
+
+def max_pool(inputs, attrs):
+    """MaxPool (1-D or 2-D): the maximum over each window's positions inside the input."""
+    x = inputs[0]
+    kernel, strides, pads, dilations, size = max_pool_geometry(attrs, x.shape)
+    x4 = x[:, :, None, :] if x.ndim == 3 else x
+    out = np.empty(x4.shape[:2] + size, dtype=x.dtype)
+    for i, j, rows, cols in pool_windows(kernel, strides, pads, dilations, size, *x4.shape[2:]):
+        out[:, :, i, j] = x4[:, :, rows][:, :, :, cols].max(axis=(2, 3))
+    return [out[:, :, 0, :] if x.ndim == 3 else out]
+
+
+def spike_max_pool_step(x: np.ndarray, totals: np.ndarray, attrs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One step of onnx2snn.SpikeMaxPool: each window passes the current input of the position whose running
+    total of inputs (steps before this one) is largest; ties go to the larger current input, then to the
+    first position in scan order. The output rate thus tracks the largest input rate. Returns (out, totals)."""
+    kernel, strides, pads, dilations, size = max_pool_geometry(attrs, x.shape)
+    x4 = x[:, :, None, :] if x.ndim == 3 else x
+    t4 = totals.reshape(x4.shape)
+    out = np.empty(x4.shape[:2] + size, dtype=np.float32)
+    for i, j, rows, cols in pool_windows(kernel, strides, pads, dilations, size, *x4.shape[2:]):
+        positions = [(r, c) for r in rows for c in cols]
+        tot = np.stack([t4[:, :, r, c] for r, c in positions], axis=-1)
+        cur = np.stack([x4[:, :, r, c] for r, c in positions], axis=-1)
+        best = np.zeros(x4.shape[:2], dtype=np.int64)
+        for k in range(1, len(positions)):  # strict comparisons keep the first of equals
+            best_tot = np.take_along_axis(tot, best[..., None], axis=-1)[..., 0]
+            best_cur = np.take_along_axis(cur, best[..., None], axis=-1)[..., 0]
+            better = (tot[..., k] > best_tot) | ((tot[..., k] == best_tot) & (cur[..., k] > best_cur))
+            best = np.where(better, k, best)
+        out[:, :, i, j] = np.take_along_axis(cur, best[..., None], axis=-1)[..., 0]
+    totals = totals + x.astype(np.float64)
+    return (out[:, :, 0, :] if x.ndim == 3 else out), totals
+
+
+def conv_transpose(inputs, attrs):
+    """ConvTranspose (1-D or 2-D), explicit pads and output_padding, any groups and dilations."""
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "") or "output_shape" in attrs:
+        raise SNNFormatError("ConvTranspose with auto_pad or output_shape is not supported; export with explicit pads")
+    one_d = x.ndim == 3
+    if one_d:
+        x, w = x[:, :, None, :], w[:, :, None, :]
+    n_sp = 1 if one_d else 2
+    strides = list(attrs.get("strides", [1] * n_sp))
+    dilations = list(attrs.get("dilations", [1] * n_sp))
+    pads = list(attrs.get("pads", [0] * (2 * n_sp)))
+    extra = list(attrs.get("output_padding", [0] * n_sp))
+    if one_d:
+        strides, dilations, pads, extra = [1] + strides, [1] + dilations, [0, pads[0], 0, pads[1]], [0] + extra
+    group = int(attrs.get("group", 1))
+    n, c, h, wd = x.shape
+    cg, og, kh, kw = c // group, w.shape[1], w.shape[2], w.shape[3]
+    full_h = (h - 1) * strides[0] + (kh - 1) * dilations[0] + 1 + extra[0]
+    full_w = (wd - 1) * strides[1] + (kw - 1) * dilations[1] + 1 + extra[1]
+    full = np.zeros((n, og * group, full_h, full_w), np.float64)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    for g in range(group):
+        for ky in range(kh):
+            for kx in range(kw):
+                contrib = np.tensordot(x64[:, g * cg:(g + 1) * cg], w64[g * cg:(g + 1) * cg, :, ky, kx], axes=([1], [0]))
+                y0, x0 = ky * dilations[0], kx * dilations[1]
+                full[:, g * og:(g + 1) * og, y0:y0 + (h - 1) * strides[0] + 1:strides[0],
+                     x0:x0 + (wd - 1) * strides[1] + 1:strides[1]] += contrib.transpose(0, 3, 1, 2)
+    out = full[:, :, pads[0]:full_h - pads[2], pads[1]:full_w - pads[3]]
+    if b is not None:
+        out = out + b.astype(np.float64).reshape(1, -1, 1, 1)
+    out = out.astype(np.float32)
+    return [out[:, :, 0, :] if one_d else out]
+
+
+def _nearest_source(out_size: int, in_size: int, scale: float, coord_mode: str, nearest_mode: str) -> np.ndarray:
+    """Input index of each output index along one axis, per ONNX Resize (mode "nearest")."""
+    o = np.arange(out_size, dtype=np.float64)
+    if coord_mode == "half_pixel":
+        src = (o + 0.5) / scale - 0.5
+    elif coord_mode == "pytorch_half_pixel":
+        src = (o + 0.5) / scale - 0.5 if out_size > 1 else np.zeros_like(o)
+    elif coord_mode == "align_corners":
+        src = o * (in_size - 1) / (out_size - 1) if out_size > 1 else np.zeros_like(o)
+    elif coord_mode == "asymmetric":
+        src = o / scale
+    elif coord_mode == "tf_half_pixel_for_nn":
+        src = (o + 0.5) / scale
+    else:
+        raise SNNFormatError(f"Resize coordinate_transformation_mode {coord_mode!r} is not supported")
+    rounding = {"round_prefer_floor": lambda v: np.where(v - np.floor(v) == 0.5, np.floor(v), np.round(v)),
+                "round_prefer_ceil": lambda v: np.where(v - np.floor(v) == 0.5, np.ceil(v), np.round(v)),
+                "floor": np.floor, "ceil": np.ceil}
+    if nearest_mode not in rounding:
+        raise SNNFormatError(f"Resize nearest_mode {nearest_mode!r} is not supported")
+    return np.clip(rounding[nearest_mode](src), 0, in_size - 1).astype(np.int64)
+
+
+def resize(inputs, attrs):
+    """Resize with mode "nearest" (a copy of input values, so linear in them), by scales or sizes."""
+    x = inputs[0]
+    if attrs.get("mode", "nearest") != "nearest":
+        raise SNNFormatError(f"Resize mode {attrs.get('mode')!r} is not supported (nearest only)")
+    scales = inputs[2] if len(inputs) > 2 and inputs[2] is not None and inputs[2].size else None
+    sizes = inputs[3] if len(inputs) > 3 and inputs[3] is not None and inputs[3].size else None
+    if sizes is not None:
+        sizes = [int(v) for v in sizes]
+        scales = [s / d for s, d in zip(sizes, x.shape)]
+    elif scales is not None:
+        scales = [float(v) for v in scales]
+        sizes = [int(np.floor(d * s)) for d, s in zip(x.shape, scales)]
+    else:
+        raise SNNFormatError("Resize needs scales or sizes")
+    out = x
+    for axis, (size, scale) in enumerate(zip(sizes, scales)):
+        if size != x.shape[axis]:
+            index = _nearest_source(size, x.shape[axis], scale, attrs.get("coordinate_transformation_mode", "half_pixel"),
+                                    attrs.get("nearest_mode", "round_prefer_floor"))
+            out = np.take(out, index, axis=axis)
+    return [np.ascontiguousarray(out)]
 
 
 def global_average_pool(inputs, attrs):
@@ -280,4 +426,9 @@ OPS: dict[str, Callable] = {
     "Shape": shape,
     "Gather": gather,
     "Identity": identity,
+    "MaxPool": max_pool,
+    "SpikeMaxPool": max_pool,  # on a constant input the gated pool is the plain max; dynamic inputs are stateful
+    "ConvTranspose": conv_transpose,
+    "Resize": resize,
+    "Cast": lambda inputs, attrs: [inputs[0].astype(_ONNX_DTYPES.get(int(attrs["to"]), np.float32))],
 }

@@ -140,13 +140,6 @@ def test_bad_calibration_is_refused(calibration, message):
         converter.convert(mlp(), calibration, progress=False)
 
 
-def test_model_without_activations_is_refused():
-    b = GraphBuilder(0)
-    y = b.gemm("x", 12, 3)
-    with pytest.raises(ConversionError, match="no Relu or Clip"):
-        converter.convert(b.model([("x", ["N", 12])], [y]), np.zeros((4, 12), np.float32), progress=False)
-
-
 def test_bundled_mnist_cnn_is_near_lossless_at_t64():
     from converter.assets import bundled_path
     calib = np.load(bundled_path("mnist_calib.npz"))["image"]

@@ -24,6 +24,10 @@ def run(ctx: Context) -> None:
             raise UnsupportedOpError(f"node '{node.name}': {node.op} of two activations is not linear, so it has no rate-coded equivalent")
         if node.op == "Div" and _is_data(node.inputs[1], graph):
             raise UnsupportedOpError(f"node '{node.name}': Div by an activation is not linear, so it has no rate-coded equivalent")
+        if node.op == "Resize" and node.attrs.get("mode", "nearest") != "nearest":
+            raise UnsupportedOpError(f"node '{node.name}': Resize mode {node.attrs.get('mode')!r} is not supported yet (nearest only)")
+        if node.op == "MaxPool" and len(node.outputs) > 1 and node.outputs[1].outputs:
+            raise UnsupportedOpError(f"node '{node.name}': MaxPool's Indices output has no spiking equivalent")
         if node.op == "Clip":
             low = constant_value(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1].name else None
             if low is None or float(low.reshape(-1)[0]) != 0.0:

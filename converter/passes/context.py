@@ -25,6 +25,7 @@ class Context:
     report: Report
     name: str
     activations: list[Activation] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
 
 
 def constant_value(tensor) -> np.ndarray | None:
@@ -36,6 +37,17 @@ def constant_value(tensor) -> np.ndarray | None:
         if isinstance(value, gs.Constant):
             return np.asarray(value.values)
     return None
+
+
+def downstream(tensors) -> set[str]:
+    """Names of the given tensors and of every tensor computed from them."""
+    seen, frontier = set(), list(tensors)
+    while frontier:
+        tensor = frontier.pop()
+        if tensor.name not in seen:
+            seen.add(tensor.name)
+            frontier.extend(t for consumer in tensor.outputs for t in consumer.outputs)
+    return seen
 
 
 def truncate(tensors, length: int) -> None:

@@ -1,0 +1,172 @@
+"""Op coverage: each exporter shape and op converts, its threshold-ReLU ANN matches onnxruntime on the source
+model, and the Numba engine matches the NumPy reference on the SNN."""
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import GraphBuilder
+from onnx import TensorProto as TP
+from onnx import helper as h
+
+import converter
+from runtime import InferenceSession
+from runtime.kernels.maxpool import spike_max_pool
+from runtime.reference_ops import spike_max_pool_step
+from runtime.spike_pool import window_indices
+
+
+def ort_outputs(model, feeds):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def check(model, feeds, timesteps=8, **kw):
+    """Threshold-ANN == source (nothing clipped with max thresholds); Numba == reference on the SNN."""
+    snn = converter.convert(model, feeds, timesteps=timesteps, threshold="max", progress=False, **kw)
+    for got, want in zip(ort_outputs(snn.ann_model, feeds), ort_outputs(model, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    small = {k: v[:4] for k, v in feeds.items()}
+    fast = InferenceSession(snn.model).run(None, small)
+    ref = InferenceSession(snn.model, engine="reference").run(None, small)
+    for a, b in zip(fast, ref):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    return snn
+
+
+def images(*shape, seed=0):
+    return np.random.default_rng(seed).random(shape).astype(np.float32)
+
+
+def test_keras_style_nhwc_transposes_and_matmul_add():
+    b = GraphBuilder(1)
+    x = b.node("Transpose", ["x"], perm=[0, 3, 1, 2])                       # NHWC -> NCHW around the Conv
+    x = b.node("Transpose", [b.relu(b.conv(x, 3, 4, pads=[1, 1, 1, 1]))], perm=[0, 2, 3, 1])
+    x = b.node("Reshape", [x, b.const(np.array([-1, 6 * 6 * 4], np.int64))])
+    w = b.const(b.rng.standard_normal((144, 5)).astype(np.float32) * 0.1)
+    y = b.node("Add", [b.node("MatMul", [b.relu(x), w]), b.const(np.full(5, 0.1, np.float32))])
+    check(b.model([("x", ["N", 6, 6, 3])], [y]), {"x": images(16, 6, 6, 3)})
+
+
+def test_dynamo_style_reducemean_squeeze_unsqueeze_and_shape_arithmetic():
+    b = GraphBuilder(2)
+    x = b.relu(b.conv("x", 2, 4, pads=[1, 1, 1, 1]))
+    pooled = b.node("ReduceMean", [x, b.const(np.array([2, 3], np.int64))], keepdims=1)   # opset 18 axes input
+    batch = b.node("Gather", [b.node("Shape", [pooled]), b.const(np.array(0, np.int64))], axis=0)
+    shape = b.node("Concat", [b.node("Unsqueeze", [batch, b.const(np.array([0], np.int64))]), b.const(np.array([-1], np.int64))], axis=0)
+    flat = b.node("Reshape", [pooled, shape])
+    flat = b.node("Squeeze", [b.node("Unsqueeze", [flat, b.const(np.array([1], np.int64))]), b.const(np.array([1], np.int64))])
+    y = b.gemm(b.relu(b.gemm(flat, 4, 6)), 6, 3)
+    b.opset = 18
+    check(b.model([("x", ["N", 2, 5, 5])], [y]), {"x": images(16, 2, 5, 5)})
+
+
+def test_inception_style_concat_pad_and_multiple_inputs_outputs():
+    b = GraphBuilder(3)
+    x = b.relu(b.conv("a", 2, 4, pads=[1, 1, 1, 1]))
+    left = b.relu(b.conv(x, 4, 3, k=1))
+    right = b.relu(b.conv(b.node("Pad", [x, b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))]), 4, 5))
+    cat = b.node("Concat", [left, right], axis=1)
+    side = b.relu(b.gemm("b", 3, 4))
+    y1 = b.node("Flatten", [b.node("GlobalAveragePool", [cat])])
+    y2 = b.node("Sum", [b.gemm(side, 4, 8), y1])
+    check(b.model([("a", ["N", 2, 6, 6]), ("b", ["N", 3])], [y1, y2]), {"a": images(16, 2, 6, 6), "b": images(16, 3, seed=1)})
+
+
+def test_conv_transpose_resize_and_depthwise():
+    b = GraphBuilder(4)
+    x = b.relu(b.conv("x", 3, 6, pads=[1, 1, 1, 1]))
+    x = b.relu(b.conv(x, 6, 6, group=6, pads=[0, 1, 1, 0], dilations=[1, 2]))
+    w = b.const(b.rng.standard_normal((6, 4, 3, 3)).astype(np.float32) * 0.3)
+    x = b.relu(b.node("ConvTranspose", [x, w], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]))
+    x = b.node("Resize", [x, b.const(np.zeros(0, np.float32)), b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    y = b.node("Flatten", [b.node("AveragePool", [b.relu(b.conv(x, 4, 2, pads=[1, 1, 1, 1]))], kernel_shape=[3, 3],
+                                  strides=[3, 3], ceil_mode=1, count_include_pad=1)])
+    check(b.model([("x", ["N", 3, 6, 5])], [y]), {"x": images(16, 3, 6, 5)})
+
+
+def maxpool_model():
+    b = GraphBuilder(5)
+    x = b.node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2])           # on the analog input: exact
+    x = b.relu(b.conv(x, 2, 6, pads=[1, 1, 1, 1]))
+    x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    x = b.relu(b.conv(x, 6, 8, pads=[1, 1, 1, 1]))
+    y = b.gemm(b.node("Flatten", [b.node("GlobalAveragePool", [x])]), 8, 4)
+    return b.model([("x", ["N", 2, 16, 16])], [y])
+
+
+def test_maxpool_is_gated_on_spikes_and_plain_on_the_input():
+    x = images(32, 2, 16, 16)
+    snn = check(maxpool_model(), {"x": x})
+    ops = [(n.domain, n.op_type) for n in snn.model.graph.node if "MaxPool" in n.op_type]
+    assert ops == [("", "MaxPool"), ("onnx2snn", "SpikeMaxPool")]
+    want = ort_outputs(snn.ann_model, {"x": x[:8]})[0]
+    errors = []
+    for steps in (16, 64, 256):
+        model = snn.with_settings(timesteps=steps).model
+        errors.append(np.abs(InferenceSession(model).run(None, {"x": x[:8]})[0] - want).mean())
+    assert errors[0] > errors[1] > errors[2] and errors[2] < errors[0] / 4
+
+
+def test_maxpool_avg_is_opt_in_and_reported():
+    snn = converter.convert(maxpool_model(), images(16, 2, 16, 16), timesteps=8, progress=False, maxpool="avg")
+    ops = [n.op_type for n in snn.model.graph.node]
+    assert ops.count("MaxPool") == 1 and "SpikeMaxPool" not in ops and ops.count("AveragePool") == 1
+    assert any("approximated by an AveragePool" in note for note in snn.report.notes)
+    with pytest.raises(converter.InputError, match="maxpool must be one of"):
+        converter.convert(maxpool_model(), images(4, 2, 16, 16), progress=False, maxpool="max")
+
+
+@pytest.mark.parametrize("attrs", [dict(kernel_shape=[2, 2], strides=[2, 2]),
+                                   dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+                                   dict(kernel_shape=[2, 3], strides=[1, 2], dilations=[2, 1])])
+def test_spike_max_pool_kernel_equals_reference(attrs):
+    rng = np.random.default_rng(7)
+    steps = 6
+    x = ((rng.random((steps, 2, 3, 9, 8)) < 0.3) * 0.5).astype(np.float32)
+    x[:, :, 1] += rng.random((steps, 2, 9, 8)).astype(np.float32)  # a channel of analog currents, ties broken by value
+    totals = np.zeros(x.shape[1:], np.float64)
+    ref = []
+    for t in range(steps):
+        out, totals = spike_max_pool_step(x[t], totals, attrs)
+        ref.append(out)
+    from runtime.reference_ops import max_pool_geometry
+    kernel, strides, pads, dil, size = max_pool_geometry(attrs, x.shape[1:])
+    rows = window_indices(kernel[0], strides[0], pads[0], dil[0], size[0], 9)
+    cols = window_indices(kernel[1], strides[1], pads[1], dil[1], size[1], 8)
+    out = np.empty((steps, 6) + size, np.float32)
+    spike_max_pool(np.ascontiguousarray(x.reshape(steps, 6, 9, 8)), rows, cols, out)
+    np.testing.assert_array_equal(out.reshape((steps,) + np.stack(ref).shape[1:]), np.stack(ref))
+
+
+def test_spike_max_pool_rate_tracks_the_largest_input_rate():
+    """Two inputs firing at rates 0.25 and 0.75 (period 4): the gated output fires at 0.75."""
+    steps = 400
+    t = np.arange(steps)
+    a = (t % 4 == 0).astype(np.float32)
+    b_ = (t % 4 != 0).astype(np.float32)
+    x = np.stack([a, b_], axis=-1).reshape(steps, 1, 1, 1, 2)
+    totals = np.zeros((1, 1, 1, 2))
+    outs = []
+    for step in range(steps):
+        out, totals = spike_max_pool_step(x[step], totals, dict(kernel_shape=[1, 2]))
+        outs.append(out[0, 0, 0, 0])
+    assert np.mean(outs) == pytest.approx(0.75, abs=0.01)
+
+
+def test_old_ir3_opset9_model_converts():
+    """Like the structure-only models in onnx's test data: IR 3, opset 9, initializers listed as inputs."""
+    b = GraphBuilder(6, opset=9)
+    y = b.gemm(b.relu(b.node("Flatten", [b.node("MaxPool", [b.relu(b.conv("x", 1, 4, pads=[1, 1, 1, 1]))],
+                                                        kernel_shape=[2, 2], strides=[2, 2])])), 4 * 4 * 4, 3)
+    graph = h.make_graph(b.nodes, "old", [h.make_tensor_value_info("x", TP.FLOAT, [1, 1, 8, 8])] +
+                         [h.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in b.inits],
+                         [h.make_tensor_value_info(y, TP.FLOAT, None)], b.inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 9)])
+    model.ir_version = 3
+    check(onnx.shape_inference.infer_shapes(model), {"x": images(1, 1, 8, 8)})
+
+
+def test_model_without_activations_converts_with_a_note():
+    b = GraphBuilder(8)
+    y = b.node("Flatten", [b.node("AveragePool", [b.conv("x", 2, 3)], kernel_shape=[2, 2])])
+    snn = check(b.model([("x", ["N", 2, 6, 6])], [y]), {"x": images(8, 2, 6, 6)})
+    assert any("no Relu" in note for note in snn.report.notes)
