@@ -9,10 +9,12 @@ means on one step; ops without a kernel run through the NumPy reference ops, per
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
+import numba
 import numpy as np
 
-from .kernels.conv import conv2d_events, tap_targets
+from .kernels.conv import conv2d_events, conv2d_events_unit_w, im2col, tap_targets
 from .kernels.dense import matmul_events
 from .kernels.neuron import BLOCK, if_layer
 from .kernels.pool import avg_pool2d
@@ -28,17 +30,47 @@ def _prod(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
-class KernelCache:
-    """Weights rearranged for the kernels, prepared once per node and reused across runs."""
+# Auto path rule: event-driven scatter when at most this fraction of a layer's inputs is non-zero, otherwise the
+# dense float64 BLAS path. Measured on the benchmark machine (docs/runtime.md): the event kernels cost about
+# 0.15-0.45 ns per synaptic op per thread and the dense path 0.1-0.3 ns per MAC (im2col included) for 16-64
+# channels, so the crossover lies between 1/3 and 2/3; below it the event path wins by 1/density.
+EVENT_MAX_DENSITY = 0.4
+MODES = ("auto", "event", "dense")
+DENSE_BLOCK_BYTES = 8 << 20  # im2col buffer per BLAS call: bounded memory whatever the batch
 
-    def __init__(self):
-        self._items: dict[str, tuple] = {}
+
+class KernelCache:
+    """Per-session state shared by the handlers: weights rearranged once per node, the path mode
+    ("auto" | "event" | "dense"), and the path each node took in the last run (for stats)."""
+
+    def __init__(self, mode: str = "auto"):
+        self._items: dict[tuple, tuple] = {}
+        self.mode = mode
+        self.paths: dict[str, str] = {}
 
     def get(self, key: tuple, make):
         item = self._items.get(key)
         if item is None:
             item = self._items[key] = make()
         return item
+
+    def choose(self, step: Step, x: np.ndarray) -> str:
+        """The path for this node and input: forced by the mode, or by the measured density (auto)."""
+        if self.mode != "auto":
+            path = self.mode
+        else:
+            path = "event" if density(x) <= EVENT_MAX_DENSITY else "dense"
+        self.paths[step.name] = path
+        return path
+
+
+def density(x: np.ndarray) -> float:
+    return np.count_nonzero(x) / max(1, x.size)
+
+
+def _blocks(n: int) -> int:
+    """Work items for a parallel kernel: several per thread for balance; results do not depend on it."""
+    return max(1, min(n, 8 * numba.get_num_threads()))
 
 
 def _neuron(step: Step, x: Value, timesteps: int) -> tuple[Value, np.ndarray]:
@@ -54,8 +86,20 @@ def _neuron(step: Step, x: Value, timesteps: int) -> tuple[Value, np.ndarray]:
     return (spikes.reshape((timesteps,) + shape), True), counts.sum(axis=0)
 
 
-def _conv_weights(step: Step, w: np.ndarray, b: np.ndarray | None, in_shape: tuple):
-    """Weight (Cg, KH, KW, O) and bias in float64, the tap tables, and the output size, for one input shape."""
+class ConvWeights(NamedTuple):
+    """One Conv node prepared for one input shape (float64 weights: exact products, as the reference)."""
+    wt: np.ndarray        # (Cg*KH*KW*O,) as (Cg, KH, KW, O)
+    wflip: np.ndarray     # same with kx reversed, for the unit-stride kernel (empty if not applicable)
+    wmat: np.ndarray      # (groups, Cg*KH*KW, O/groups) for the dense path
+    bias: np.ndarray      # (O,)
+    rows: np.ndarray      # (H, KH) tap targets
+    cols: np.ndarray      # (W, KW)
+    pad_w: int
+    groups: int
+    out_hw: tuple
+
+
+def _conv_weights(step: Step, w: np.ndarray, b: np.ndarray | None, in_shape: tuple) -> ConvWeights:
     one_d = w.ndim == 3
     w4 = w[:, :, None, :] if one_d else w
     spatial = 1 if one_d else 2
@@ -65,30 +109,64 @@ def _conv_weights(step: Step, w: np.ndarray, b: np.ndarray | None, in_shape: tup
     if one_d:
         strides, dilations, pads = [1] + strides, [1] + dilations, [0, pads[0], 0, pads[1]]
     h, wd = (1, in_shape[2]) if one_d else in_shape[2:]
-    kh, kw = w4.shape[2:]
+    n_out, cg, kh, kw = w4.shape
+    groups = int(step.attrs.get("group", 1))
     ho = (h + pads[0] + pads[2] - ((kh - 1) * dilations[0] + 1)) // strides[0] + 1
     wo = (wd + pads[1] + pads[3] - ((kw - 1) * dilations[1] + 1)) // strides[1] + 1
-    wt = np.ascontiguousarray(w4.transpose(1, 2, 3, 0), dtype=np.float64)
-    bias = np.zeros(w.shape[0], np.float64) if b is None else b.astype(np.float64)
+    w64 = w4.astype(np.float64)
+    wt = np.ascontiguousarray(w64.transpose(1, 2, 3, 0))
+    unit = groups == 1 and strides[1] == 1 and dilations[1] == 1
+    wflip = np.ascontiguousarray(wt[:, :, ::-1, :]).reshape(-1) if unit else np.empty(0)
+    og = n_out // groups
+    wmat = np.ascontiguousarray(w64.reshape(groups, og, cg * kh * kw).transpose(0, 2, 1))
+    bias = np.zeros(n_out, np.float64) if b is None else b.astype(np.float64)
     rows = tap_targets(h, kh, strides[0], pads[0], dilations[0], ho)
     cols = tap_targets(wd, kw, strides[1], pads[1], dilations[1], wo)
-    return wt, bias, rows, cols, (ho, wo)
+    return ConvWeights(wt.reshape(-1), wflip, wmat, bias, rows, cols, pads[1], groups, (ho, wo))
+
+
+def conv_rows(step: Step, x: np.ndarray, cw: ConvWeights, path: str) -> np.ndarray:
+    """Conv of a (B, C, H, W) float32 batch by the event or the dense path; (B, O, Ho, Wo) float32."""
+    ho, wo = cw.out_hw
+    out = np.empty((x.shape[0], cw.bias.shape[0], ho, wo), np.float32)
+    if path == "event":
+        if cw.wflip.size:
+            conv2d_events_unit_w(x, cw.wflip, cw.bias, cw.rows, cw.pad_w, out, _blocks(x.shape[0]))
+        else:
+            conv2d_events(x, cw.wt, cw.bias, cw.rows, cw.cols, cw.groups, out, _blocks(x.shape[0]))
+        return out
+    groups, k, og = cw.wmat.shape
+    cg = k // (cw.rows.shape[1] * cw.cols.shape[1])
+    per_block = max(1, DENSE_BLOCK_BYTES // (8 * ho * wo * k))
+    for start in range(0, x.shape[0], per_block):
+        xb = x[start:start + per_block]
+        cols = np.empty((xb.shape[0] * ho * wo, k), np.float64)
+        for g in range(groups):
+            im2col(xb, cw.rows, cw.cols, g * cg, wo, cols)
+            part = cols @ cw.wmat[g]  # float64 BLAS; the sums are rounded once below
+            part += cw.bias[g * og:(g + 1) * og]
+            out[start:start + xb.shape[0], g * og:(g + 1) * og] = part.reshape(xb.shape[0], ho, wo, og).transpose(0, 3, 1, 2)
+    return out
 
 
 def _conv(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value | None:
+    """Conv of a dynamic (T, N, C, [H,] W) or static (N, C, [H,] W) input with constant weights."""
     (x, dyn), w = args[0], args[1]
-    if args[1][1] or (len(args) > 2 and args[2] is not None and args[2][1]) or x.ndim not in (4, 5):
+    b_val = args[2] if len(args) > 2 else None
+    lead = 2 if dyn else 1
+    if w[1] or (b_val is not None and b_val[1]) or x.ndim - lead not in (2, 3):
         return None
-    b = args[2][0] if len(args) > 2 and args[2] is not None else None
-    wt, bias, rows, cols, (ho, wo) = cache.get((step.name, x.shape[2:]), lambda: _conv_weights(step, w[0], b, x.shape[1:]))
-    xs = x.reshape((-1,) + x.shape[2:])
-    if x.ndim == 4:
+    b = b_val[0] if b_val is not None else None
+    in_shape = x.shape[lead - 1:]
+    cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b, in_shape))
+    xs = x.reshape((-1,) + x.shape[lead:])
+    if xs.ndim == 3:
         xs = xs[:, :, None, :]
-    out = np.empty((xs.shape[0], wt.shape[3], ho, wo), np.float32)
-    conv2d_events(np.ascontiguousarray(xs, dtype=np.float32), wt, bias, rows, cols, int(step.attrs.get("group", 1)), out)
-    if x.ndim == 4:
+    xs = np.ascontiguousarray(xs, dtype=np.float32)
+    out = conv_rows(step, xs, cw, cache.choose(step, xs))
+    if x.ndim - lead == 2:
         out = out[:, :, 0, :]
-    return out.reshape((timesteps, -1) + out.shape[1:]), True
+    return out.reshape(x.shape[:lead] + out.shape[1:]), dyn
 
 
 def _matmul_weights(step: Step, args: list):
@@ -111,7 +189,7 @@ def _matmul(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value
     if w_val[1] or w_val[0].ndim != 2:
         return None
     if step.op == "Gemm":
-        if step.attrs.get("transA", 0) or x.ndim != 3:
+        if step.attrs.get("transA", 0) or x.ndim != (3 if dyn else 2):
             return None
         c = args[2] if len(args) > 2 else None
         n_out = w_val[0].shape[0] if step.attrs.get("transB", 0) else w_val[0].shape[1]
@@ -119,9 +197,12 @@ def _matmul(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value
             return None
     w, bias = cache.get((step.name,), lambda: _matmul_weights(step, args))
     rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
-    out = np.empty((rows.shape[0], w.shape[1]), np.float32)
-    matmul_events(rows, w, bias, out)
-    return out.reshape(x.shape[:-1] + (w.shape[1],)), True
+    if cache.choose(step, rows) == "event":
+        out = np.empty((rows.shape[0], w.shape[1]), np.float32)
+        matmul_events(rows, w.reshape(-1), bias, out, _blocks(rows.shape[0]))
+    else:
+        out = (rows.astype(np.float64) @ w + bias).astype(np.float32)
+    return out.reshape(x.shape[:-1] + (w.shape[1],)), dyn
 
 
 def _avg_pool(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value | None:
@@ -184,6 +265,8 @@ def _per_step(step: Step, args: list, timesteps: int) -> list[Value]:
     return [(np.stack([r[i] for r in per_t]), True) for i in range(len(step.outputs))]
 
 
+# Linear ops on the static (analog) part, computed once per run: the same kernels, usually the dense path.
+STATIC = {"Conv": _conv, "Gemm": _matmul, "MatMul": _matmul}
 DYNAMIC = {
     "Conv": _conv, "Gemm": _matmul, "MatMul": _matmul,
     "Add": _elementwise, "Sub": _elementwise, "Mul": _elementwise, "Div": _elementwise, "Sum": _elementwise,
@@ -200,6 +283,7 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
     counts: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
     shapes: dict[str, tuple] = {}
+    cache.paths = {}
     start = time.perf_counter()
     for index, step in enumerate(plan.steps):
         t0 = time.perf_counter()
@@ -208,7 +292,10 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
             value, counts[step.name] = _neuron(step, args[0], timesteps)
             results = [value]
         elif not any(a is not None and a[1] for a in args):
-            results = [(r, False) for r in OPS[step.op]([a[0] if a is not None else None for a in args], step.attrs)]
+            handler = STATIC.get(step.op) if args[0] is not None and args[0][0].dtype == np.float32 else None
+            value = handler(step, args, cache, timesteps) if handler else None
+            results = [value] if value is not None else \
+                [(r, False) for r in OPS[step.op]([a[0] if a is not None else None for a in args], step.attrs)]
         else:
             handler = DYNAMIC.get(step.op)
             value = handler(step, args, cache, timesteps) if handler else None
@@ -237,4 +324,5 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
             outputs.append((arr.sum(axis=0, dtype=np.float64) / timesteps).astype(np.float32))
     shapes.update({name: np.shape(arr) for name, arr in list(feeds.items()) + list(plan.constants.items())})
     stats = layer_stats(plan, counts, shapes, timesteps, times, time.perf_counter() - start)
+    stats["node_path"] = dict(cache.paths)
     return RunResult(outputs, traced if trace else None, stats, timesteps)

@@ -16,7 +16,7 @@ from .plan import TensorInfo, compile_plan
 from .reference import run_reference
 from .stats import RunResult, with_totals
 
-ENGINES = ("numba", "reference")
+ENGINES = ("auto", "event", "dense", "reference")  # "numba" is accepted as "auto"
 # Bytes of one layer's (T, chunk, ...) activations: small enough that buffers are recycled by the allocator
 # instead of being fresh pages from the OS (page faults cost more than the simulation), large enough to keep
 # every thread busy. Peak memory is a few times this, whatever the batch size.
@@ -35,25 +35,27 @@ class NodeArg:
 class InferenceSession:
     """Run an ``*.snn.onnx`` file for T time steps on CPU.
 
-    ``threads`` caps the Numba threads (None: all cores). ``engine`` is "numba" (layer-major, event-driven)
-    or "reference" (the literal NumPy engine, for checking). Calls are serialised by a lock: one session
+    ``threads`` caps the Numba threads (None: all cores). ``engine`` is "auto" (layer-major Numba engine; each
+    linear layer takes the event-driven or the dense BLAS path from its measured spike density), "event" or
+    "dense" (one path everywhere, for benchmarking), or "reference" (the literal NumPy engine, for checking). Calls are serialised by a lock: one session
     may be shared by several Python threads, each call then runs with all its threads.
     """
 
     def __init__(self, path_or_model: str | os.PathLike | bytes | onnx.ModelProto, threads: int | None = None,
-                 engine: str = "numba", chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+                 engine: str = "auto", chunk_bytes: int = DEFAULT_CHUNK_BYTES):
         self._model = load_snn(path_or_model)
         self._plan = compile_plan(self._model)
         self.metadata = metadata(self._model)
         self.threads = _check_threads(threads)
+        engine = "auto" if engine == "numba" else engine
         if engine not in ENGINES:
-            raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+            raise InputError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.engine = engine
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1:
             raise InputError(f"chunk_bytes must be a positive integer, got {chunk_bytes!r}")
         self.chunk_bytes = int(chunk_bytes)
         self.stats: dict = {}
-        self._cache = KernelCache()
+        self._cache = KernelCache(engine if engine != "reference" else "auto")
         self._lock = threading.Lock()
 
     @property

@@ -1,4 +1,11 @@
-"""Event-driven 2-D convolution: scatter each non-zero input (a spike) into the outputs it reaches."""
+"""2-D convolution for the time-unrolled batch: event-driven scatter of non-zero inputs, or im2col for BLAS.
+
+Event kernels give every thread a block of whole samples (and its own scratch accumulator, allocated once per
+block: fresh large allocations per sample cost page faults), so no two threads write the same output and the
+accumulation order per output is fixed: bit-identical results for any thread count. Indices are unsigned so
+that Numba emits no negative-index wraparound and LLVM vectorises the inner loops. Sums are float64 of exact
+float32 x float32 products, rounded once to float32, like the reference ops.
+"""
 import numpy as np
 from numba import njit, prange
 
@@ -18,41 +25,124 @@ def tap_targets(size: int, kernel: int, stride: int, pad: int, dilation: int, ou
 
 
 @njit(cache=True, inline="always")
-def _axpy(dst, src, val, start, count):
-    """dst[start:start+count] += val * src[start:start+count] (a contiguous, vectorisable loop)."""
-    for o in range(start, start + count):
-        dst[o] += val * src[o]
+def _fill_bias(acc, bias, positions):
+    n_out = bias.shape[0]
+    for p in range(positions):
+        for o in range(n_out):
+            acc[p * n_out + o] = bias[o]
+
+
+@njit(cache=True, inline="always")
+def _store(acc, out, b):
+    """out[b] (O, Ho, Wo) float32 from the channels-last float64 accumulator."""
+    n_out, ho, wo = out.shape[1], out.shape[2], out.shape[3]
+    for o in range(n_out):
+        for i in range(ho):
+            for j in range(wo):
+                out[b, o, i, j] = np.float32(acc[(i * wo + j) * n_out + o])
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def conv2d_events(x, wt, bias, rows, cols, groups, out):
-    """out[b] = conv(x[b]) + bias for every sample b, touching only non-zero inputs.
+def conv2d_events(x, wt, bias, rows, cols, groups, out, n_blocks):
+    """out[b] = conv(x[b]) + bias for every sample b, touching only non-zero inputs (any stride/dilation/groups).
 
-    x: (B, C, H, W) float32. wt: (Cg, KH, KW, O) float64, the weight with output channels last.
-    bias: (O,) float64. rows: (H, KH) and cols: (W, KW) from ``tap_targets`` (strides, pads, dilations).
-    out: (B, O, Ho, Wo) float32. Sums are float64, rounded once to float32, like the reference ops.
-    Each thread owns whole samples, so no two threads write the same output and the order of accumulation
-    per output is fixed: bit-identical results for any thread count.
+    x: (B, C, H, W) float32. wt: (Cg * KH * KW * O,) float64, the weight as (Cg, KH, KW, O), flattened.
+    bias: (O,) float64. rows: (H, KH) and cols: (W, KW) from ``tap_targets``. out: (B, O, Ho, Wo) float32.
     """
     n_batch, n_in, height, width = x.shape
-    cg, kh, kw, n_out = wt.shape
+    n_out = bias.shape[0]
+    kh, kw = rows.shape[1], cols.shape[1]
+    cg = n_in // groups
     ho, wo = out.shape[2], out.shape[3]
-    og = n_out // groups
+    og = np.uint64(n_out // groups)
+    per = (n_batch + n_blocks - 1) // n_blocks
+    for blk in prange(n_blocks):
+        acc = np.empty(ho * wo * n_out, np.float64)
+        for b in range(blk * per, min(n_batch, (blk + 1) * per)):
+            _fill_bias(acc, bias, ho * wo)
+            for c in range(n_in):
+                g = c // cg
+                ci = c - g * cg
+                o0 = g * (n_out // groups)
+                for y in range(height):
+                    for xx in range(width):
+                        val = np.float64(x[b, c, y, xx])
+                        if val == 0.0:
+                            continue
+                        for ky in range(kh):
+                            i = rows[y, ky]
+                            if i < 0:
+                                continue
+                            for kx in range(kw):
+                                j = cols[xx, kx]
+                                if j < 0:
+                                    continue
+                                a = np.uint64((i * wo + j) * n_out + o0)
+                                w0 = np.uint64(((ci * kh + ky) * kw + kx) * n_out + o0)
+                                for o in range(og):
+                                    acc[a + o] += val * wt[w0 + o]
+            _store(acc, out, b)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def conv2d_events_unit_w(x, wflip, bias, rows, pad_w, out, n_blocks):
+    """The common case (groups 1, stride 1 and dilation 1 along the width) with one contiguous add per kernel row.
+
+    A spike at column xx reaches output columns xx + pad_w - kx; with the kx axis of the weight reversed
+    (wflip: (C, KH, KW, O) float64 flattened, kx reversed) those KW * O targets and weights are both contiguous.
+    """
+    n_batch, n_in, height, width = x.shape
+    n_out = bias.shape[0]
+    kh = rows.shape[1]
+    kw = wflip.shape[0] // (n_in * kh * n_out)
+    ho, wo = out.shape[2], out.shape[3]
+    per = (n_batch + n_blocks - 1) // n_blocks
+    for blk in prange(n_blocks):
+        acc = np.empty(ho * wo * n_out, np.float64)
+        for b in range(blk * per, min(n_batch, (blk + 1) * per)):
+            _fill_bias(acc, bias, ho * wo)
+            for c in range(n_in):
+                for y in range(height):
+                    for xx in range(width):
+                        val = np.float64(x[b, c, y, xx])
+                        if val == 0.0:
+                            continue
+                        j_first = xx + pad_w - (kw - 1)  # output column of the last (reversed-first) tap
+                        f0 = max(0, -j_first)
+                        f1 = min(kw, wo - j_first)
+                        if f1 <= f0:
+                            continue
+                        length = np.uint64((f1 - f0) * n_out)
+                        for ky in range(kh):
+                            i = rows[y, ky]
+                            if i < 0:
+                                continue
+                            a = np.uint64((i * wo + j_first + f0) * n_out)
+                            w0 = np.uint64(((c * kh + ky) * kw + f0) * n_out)
+                            for o in range(length):
+                                acc[a + o] += val * wflip[w0 + o]
+            _store(acc, out, b)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def im2col(x, rows, cols, c0, wo, out):
+    """out[b * Ho * Wo + i * Wo + j, (c, ky, kx)] = x[b, c0 + c, tap input] in float64, 0 where the tap is padding.
+
+    Every input is scattered into each column it feeds (rows/cols from ``tap_targets``); one thread per sample.
+    """
+    n_batch, _, height, width = x.shape
+    kh, kw = rows.shape[1], cols.shape[1]
+    cg = out.shape[1] // (kh * kw)
+    positions = out.shape[0] // n_batch
     for b in prange(n_batch):
-        acc = np.empty((ho, wo, n_out), np.float64)
-        for i in range(ho):
-            for j in range(wo):
-                for o in range(n_out):
-                    acc[i, j, o] = bias[o]
-        for c in range(n_in):
-            g = c // cg
-            ci = c - g * cg
-            o0 = g * og
+        base = b * positions
+        for r in range(positions):
+            for k in range(out.shape[1]):
+                out[base + r, k] = 0.0
+        for c in range(cg):
             for y in range(height):
                 for xx in range(width):
-                    val = np.float64(x[b, c, y, xx])
-                    if val == 0.0:
-                        continue
+                    val = np.float64(x[b, c0 + c, y, xx])
                     for ky in range(kh):
                         i = rows[y, ky]
                         if i < 0:
@@ -60,8 +150,4 @@ def conv2d_events(x, wt, bias, rows, cols, groups, out):
                         for kx in range(kw):
                             j = cols[xx, kx]
                             if j >= 0:
-                                _axpy(acc[i, j], wt[ci, ky, kx], val, o0, og)
-        for o in range(n_out):
-            for i in range(ho):
-                for j in range(wo):
-                    out[b, o, i, j] = np.float32(acc[i, j, o])
+                                out[base + i * wo + j, (c * kh + ky) * kw + kx] = val
