@@ -92,3 +92,33 @@ def refuse(node_name: str, op: str) -> UnsupportedOpError:
             f"node '{node_name}': op {op} is not supported yet; supported ops: "
             f"{', '.join(sorted(o for o, p in POLICIES.items() if p.policy != REFUSE))}")
     return UnsupportedOpError(f"node '{node_name}': op {op} {entry.why}; supported activations: {', '.join(ACTIVATIONS)}")
+
+
+def markdown_table() -> str:
+    """The op support table of docs/ops.md, generated from POLICIES (a test keeps the two in step)."""
+    lines = ["| op | policy | what the converter does |", "|---|---|---|"]
+    for op in sorted(POLICIES):
+        entry = POLICIES[op]
+        lines.append(f"| `{op}` | {entry.policy} | {entry.why} |")
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- begin generated: converter.policy.markdown_table() -->", "<!-- end generated -->"
+
+
+def update_doc(path: str) -> bool:
+    """Rewrite the generated section of docs/ops.md; return whether it changed."""
+    with open(path) as f:
+        text = f.read()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{BEGIN}\n{markdown_table()}\n{END}{tail}"
+    if new != text:
+        with open(path, "w") as f:
+            f.write(new)
+    return new != text
+
+
+if __name__ == "__main__":  # python -m converter.policy docs/ops.md
+    import sys
+    print("updated" if update_doc(sys.argv[1]) else "up to date")

@@ -353,9 +353,11 @@ def concat(inputs, attrs):
 
 
 def pad(inputs, attrs):
+    """Pad: constant, reflect, edge or wrap (all of them copy or fix values, so they are linear per step)."""
     x = inputs[0]
-    if attrs.get("mode", "constant") != "constant":
-        raise SNNFormatError(f"Pad mode {attrs.get('mode')!r} is not supported (constant only)")
+    mode = attrs.get("mode", "constant")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise SNNFormatError(f"Pad mode {mode!r} is not supported")
     pads = [int(v) for v in (inputs[1] if len(inputs) > 1 else attrs["pads"])]
     value = float(inputs[2].reshape(-1)[0]) if len(inputs) > 2 and inputs[2] is not None and inputs[2].size else float(attrs.get("value", 0.0))
     if len(inputs) > 3 and inputs[3] is not None:
@@ -368,7 +370,9 @@ def pad(inputs, attrs):
         widths[a] = (pads[i], pads[i + k])
     if any(v < 0 for pair in widths for v in pair):
         raise SNNFormatError("Pad with negative pads is not supported")
-    return [np.pad(x, widths, constant_values=np.float32(value))]
+    if mode == "constant":
+        return [np.pad(x, widths, constant_values=np.array(value, x.dtype))]
+    return [np.pad(x, widths, mode=mode)]
 
 
 def shape(inputs, attrs):

@@ -6,11 +6,13 @@ dynamic batch dimension stays and is evaluated by the runtime.
 import logging
 
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 
 from .context import Context, finish
 
 logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
+ort.set_default_logger_severity(3)  # constant folding runs onnxruntime sessions; their graph warnings are noise here
 
 
 def run(ctx: Context) -> None:
