@@ -117,8 +117,3 @@ def update_doc(path: str) -> bool:
         with open(path, "w") as f:
             f.write(new)
     return new != text
-
-
-if __name__ == "__main__":  # python -m converter.policy docs/ops.md
-    import sys
-    print("updated" if update_doc(sys.argv[1]) else "up to date")
