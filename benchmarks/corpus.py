@@ -1,0 +1,120 @@
+"""Convert every model of the corpus and measure it: converted or refused (with the op), time to convert, and the
+SNN-vs-threshold-ANN output error at each T (it must shrink as T grows).
+
+Corpus: the structure-only ImageNet models and the single-op models with real weights that ship in the onnx
+wheel (onnx/backend/test/data/{light,pytorch-converted}), the exporter fixtures in tests/fixtures, and the
+bundled models. Run from the repository root:
+
+    python benchmarks/corpus.py --timesteps 64,256 --json corpus.json
+
+Prints a markdown table (paste it into docs/results.md). The ImageNet-size models take minutes each at T=256.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+import converter
+from converter.convert import model_inputs
+from converter.load import load_model
+from runtime import InferenceSession
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
+
+
+def corpus(groups: list[str]) -> list[tuple[str, str, dict]]:
+    """(group, name, feeds builder) for every model: feeds are the model's own test inputs where it has them."""
+    items = []
+    if "light" in groups:
+        for path in sorted(glob.glob(str(DATA / "light" / "*.onnx"))):
+            items.append(("light", path, None))
+    if "single-op" in groups:
+        for folder in sorted(glob.glob(str(DATA / "pytorch-converted" / "test_*"))):
+            data = sorted(glob.glob(os.path.join(folder, "test_data_set_*")))[0]
+            inputs = [numpy_helper.to_array(onnx.load_tensor(p)) for p in sorted(glob.glob(os.path.join(data, "input_*.pb")))]
+            items.append(("single-op", os.path.join(folder, "model.onnx"), inputs))
+    if "fixtures" in groups:
+        calib = np.load(ROOT / "tests" / "fixtures" / "calib.npz")
+        for stem in sorted(calib.files):
+            items.append(("fixtures", str(ROOT / "tests" / "fixtures" / f"{stem}.onnx"), [calib[stem]]))
+    if "bundled" in groups:
+        for name, data in (("mnist_vgg", "mnist"), ("mnist_resnet", "mnist"), ("digits_cnn", "digits")):
+            items.append(("bundled", str(ROOT / "models" / f"{name}.onnx"), [np.load(ROOT / "models" / f"{data}_calib.npz")["image"][:64]]))
+    return items
+
+
+def feeds_for(path: str, inputs) -> dict[str, np.ndarray]:
+    names = [i.name for i in model_inputs(load_model(path).model)]
+    if inputs is None:  # structure-only model: one random image per input
+        model = load_model(path).model
+        return {i.name: np.random.default_rng(0).random([d if isinstance(d, int) and d > 0 else 1 for d in i.shape]).astype(np.float32)
+                for i in model_inputs(model)}
+    return dict(zip(names, inputs))
+
+
+def measure(group: str, path: str, inputs, timesteps: list[int]) -> dict:
+    name = os.path.basename(os.path.dirname(path)) if group == "single-op" else Path(path).stem
+    row = {"group": group, "model": name}
+    feeds = feeds_for(path, inputs)
+    start = time.perf_counter()
+    try:
+        snn = converter.convert(path, feeds, timesteps=max(timesteps), threshold="max", progress=False)
+    except converter.Onnx2SnnError as exc:
+        row.update(status="refused", reason=str(exc).split(": ", 1)[-1][:120], convert_s=time.perf_counter() - start)
+        return row
+    row.update(status="converted", convert_s=time.perf_counter() - start, neuron_layers=len(snn.thresholds))
+    small = {k: v[:8] for k, v in feeds.items()}
+    for steps in timesteps:
+        converted = snn.with_settings(timesteps=steps)
+        want = ort.InferenceSession(converted.ann_model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, small)[0]
+        start = time.perf_counter()
+        got = InferenceSession(converted.model).run(None, small)[0]
+        row[f"run_s_T{steps}"] = time.perf_counter() - start
+        scale = float(np.abs(want).max()) or 1.0
+        row[f"rel_error_T{steps}"] = float(np.abs(got - want).max()) / scale
+    return row
+
+
+def markdown(rows: list[dict], timesteps: list[int]) -> str:
+    head = "| group | model | result | convert (s) | " + " | ".join(f"max error / max output, T={t}" for t in timesteps) + " |"
+    lines = [head, "|" + "---|" * (4 + len(timesteps))]
+    for r in rows:
+        if r["status"] == "refused":
+            lines.append(f"| {r['group']} | {r['model']} | refused: {r['reason']} | {r['convert_s']:.2f} | " + " | ".join("" for _ in timesteps) + " |")
+        else:
+            errs = " | ".join(f"{r[f'rel_error_T{t}']:.2e}" for t in timesteps)
+            lines.append(f"| {r['group']} | {r['model']} | converted ({r['neuron_layers']} neuron layers) | {r['convert_s']:.2f} | {errs} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timesteps", default="64,256", help="comma-separated T values (default %(default)s)")
+    parser.add_argument("--groups", default="light,single-op,fixtures,bundled", help="which parts of the corpus (default: all)")
+    parser.add_argument("--json", help="write the rows as JSON")
+    args = parser.parse_args()
+    timesteps = [int(t) for t in args.timesteps.split(",")]
+    rows = []
+    for group, path, inputs in corpus(args.groups.split(",")):
+        rows.append(measure(group, path, inputs, timesteps))
+        r = rows[-1]
+        print(f"{r['group']:>9} {r['model']:<40} {r['status']:<9} {r['convert_s']:6.2f}s "
+              + " ".join(f"T={t}: {r.get(f'rel_error_T{t}', float('nan')):.2e}" for t in timesteps), flush=True)
+    print()
+    print(markdown(rows, timesteps))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
