@@ -119,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the first output (rate readout) as .npy")
     p.add_argument("--stats", help="write per-layer spike statistics as JSON")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--engine", choices=["numba", "reference"], default="numba", help="simulation engine (default %(default)s)")
+    p.add_argument("--engine", choices=["auto", "event", "dense", "reference", "numba"], default="auto",
+                   help="auto: event-driven or dense per layer from the spike density; event/dense: one path; reference: NumPy (default %(default)s)")
+    p.add_argument("--early-stop", type=_positive_int, default=None, metavar="K",
+                   help="stop once every sample's top-1 class has been stable for K steps; reports the steps used")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_common(p)
 
@@ -183,7 +186,7 @@ def cmd_run(args) -> int:
     data = load_array_file(args.input)
     feeds = model_feeds(data, [i.name for i in session.get_inputs()], args.input)
     start = time.perf_counter()
-    outputs = session.run(None, feeds, timesteps=args.timesteps)
+    outputs = session.run(None, feeds, timesteps=args.timesteps, early_stop=args.early_stop)
     seconds = time.perf_counter() - start
     if args.output:
         buffer = _npy_bytes(outputs[0])
@@ -196,7 +199,8 @@ def cmd_run(args) -> int:
         print(json.dumps(summary, indent=2, default=_json_default))
     else:
         _say(args, stats_table(session.stats))
-        _say(args, f"ran {session.stats['batch']} samples x T={session.stats['timesteps']} in {seconds:.3f} s"
+        used = f" (early stop: {session.stats['steps_used']} steps used)" if args.early_stop else ""
+        _say(args, f"ran {session.stats['batch']} samples x T={session.stats['timesteps']}{used} in {seconds:.3f} s"
                    + (f"; wrote {args.output}" if args.output else ""))
     return 0
 
@@ -209,10 +213,10 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def stats_table(stats: dict) -> str:
-    lines = [f"{'layer':<36} {'neurons':>9} {'spikes':>12} {'rate':>8} {'SynOps':>12} {'time (s)':>9}"]
+    lines = [f"{'layer':<36} {'neurons':>9} {'spikes':>12} {'rate':>8} {'SynOps':>12} {'dense MACs':>12} {'time (s)':>9}"]
     for layer in stats["layers"]:
         lines.append(f"{layer['layer'][:36]:<36} {layer['neurons']:>9} {layer['spikes']:>12} {layer['firing_rate']:>8.4f} "
-                     f"{layer['synops']:>12.3e} {layer['time_s']:>9.3f}")
+                     f"{layer['synops']:>12.3e} {layer.get('dense_macs', 0):>12.3e} {layer['time_s']:>9.3f}")
     energy = stats["energy_estimate_uj"]
     lines.append(f"total spikes {stats['total_spikes']}, SynOps {stats['total_synops']:.3e}; "
                  f"energy estimate (45 nm, not a measurement): SNN {energy['snn']:.2f} uJ vs ANN {energy['ann']:.2f} uJ per batch")

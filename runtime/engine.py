@@ -9,6 +9,7 @@ means on one step; ops without a kernel run through the NumPy reference ops, per
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numba
@@ -16,8 +17,9 @@ import numpy as np
 
 from .kernels.conv import conv2d_events, conv2d_events_unit_w, im2col, tap_targets
 from .kernels.dense import matmul_events
-from .kernels.neuron import BLOCK, if_layer
+from .kernels.neuron import BLOCK, if_layer_state
 from .kernels.pool import avg_pool2d
+from .errors import InputError
 from .plan import Plan, Step
 from .reference_ops import OPS, _spatial_pads, pool_geometry
 from .spike_pool import spike_max_pool_handler
@@ -73,17 +75,34 @@ def _blocks(n: int) -> int:
     return max(1, min(n, 8 * numba.get_num_threads()))
 
 
-def _neuron(step: Step, x: Value, timesteps: int) -> tuple[Value, np.ndarray]:
+def _neuron(step: Step, x: Value, timesteps: int, v: np.ndarray | None) -> tuple[Value, np.ndarray, np.ndarray]:
+    """Spikes (T, ...) of one neuron layer, its spike count per step, and its membranes after the last step."""
     arr, dyn = x
     shape = arr.shape[1:] if dyn else arr.shape
     m = _prod(shape)
     rows = np.ascontiguousarray(arr.reshape((timesteps if dyn else 1, m)), dtype=np.float32)
     p = step.neuron
     inner = _prod(shape[2:]) if len(shape) > 2 else 1
+    v_th, shift, v_init = p.per_channel()
+    if v is None:
+        v = np.tile(np.repeat(v_init, inner), m // (inner * v_init.size))  # element m has channel (m // inner) % C
     spikes = np.empty((timesteps, m), np.float32)
     counts = np.zeros(((m + BLOCK - 1) // BLOCK, timesteps), np.int64)
-    if_layer(rows, timesteps, *p.per_channel(), inner, p.reset == "subtract", spikes, counts)
-    return (spikes.reshape((timesteps,) + shape), True), counts.sum(axis=0)
+    if_layer_state(rows, timesteps, v_th, shift, v, inner, p.reset == "subtract", spikes, counts)
+    return (spikes.reshape((timesteps,) + shape), True), counts.sum(axis=0), v
+
+
+@dataclass
+class RunState:
+    """What one block of steps hands to the next, so a run can stop early: membranes, the static values
+    (computed once), the running sums of the outputs, and the steps done so far."""
+    membranes: dict = field(default_factory=dict)
+    static: dict = field(default_factory=dict)
+    sums: list | None = None
+    steps_done: int = 0
+
+
+STATEFUL_OTHER_THAN_NEURONS = ("SpikeMaxPool",)
 
 
 class ConvWeights(NamedTuple):
@@ -276,8 +295,16 @@ DYNAMIC = {
 }
 
 
-def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: KernelCache, trace: bool = False) -> RunResult:
-    """Simulate ``timesteps`` steps layer by layer; return the rate readout (and per-step readouts if ``trace``)."""
+def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: KernelCache, trace: bool = False,
+              state: RunState | None = None) -> RunResult:
+    """Simulate ``timesteps`` steps layer by layer; return the rate readout (and per-step readouts if ``trace``).
+
+    With a ``state``, the run continues from where the previous block of steps left it, and updates it.
+    """
+    fresh = state is None
+    state = RunState() if fresh else state
+    if not fresh and any(s.op in STATEFUL_OTHER_THAN_NEURONS for s in plan.steps):
+        raise InputError(f"early stop runs block by block, which op {STATEFUL_OTHER_THAN_NEURONS[0]} does not support; run without it")
     env: dict[str, Value] = {name: (arr, False) for name, arr in plan.constants.items()}
     env.update({name: (arr, False) for name, arr in feeds.items()})
     counts: dict[str, np.ndarray] = {}
@@ -289,13 +316,17 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
         t0 = time.perf_counter()
         args = [env[name] if name else None for name in step.inputs]
         if step.neuron is not None:
-            value, counts[step.name] = _neuron(step, args[0], timesteps)
+            value, counts[step.name], state.membranes[step.name] = _neuron(step, args[0], timesteps, state.membranes.get(step.name))
             results = [value]
+        elif all(name in state.static for name in step.outputs):
+            results = [(state.static[name], False) for name in step.outputs]
         elif not any(a is not None and a[1] for a in args):
             handler = STATIC.get(step.op) if args[0] is not None and args[0][0].dtype == np.float32 else None
             value = handler(step, args, cache, timesteps) if handler else None
             results = [value] if value is not None else \
                 [(r, False) for r in OPS[step.op]([a[0] if a is not None else None for a in args], step.attrs)]
+            if not fresh:
+                state.static.update((name, v[0]) for name, v in zip(step.outputs, results))
         else:
             handler = DYNAMIC.get(step.op)
             value = handler(step, args, cache, timesteps) if handler else None
@@ -307,21 +338,23 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
             if plan.last_use.get(name) == index:
                 del env[name]
         times[step.name] = time.perf_counter() - t0
-    outputs, traced = [], []
-    for o in plan.outputs:
+    done = state.steps_done
+    steps = np.arange(done + 1, done + timesteps + 1, dtype=np.float64)
+    sums, outputs, traced = [], [], []
+    for i, o in enumerate(plan.outputs):
         arr, dyn = env[o.name]
-        if not dyn:
-            outputs.append(np.asarray(arr, dtype=np.float32))
-            if trace:
-                traced.append(np.broadcast_to(outputs[-1], (timesteps,) + outputs[-1].shape).copy())
-            continue
+        arr = np.broadcast_to(arr, (timesteps,) + np.shape(arr)) if not dyn else arr
+        previous = state.sums[i] if state.sums is not None else 0.0
         if trace:
             running = np.cumsum(arr, axis=0, dtype=np.float64)
-            running /= np.arange(1, timesteps + 1, dtype=np.float64).reshape((-1,) + (1,) * (arr.ndim - 1))
+            running += previous
+            sums.append(running[-1].copy())
+            running /= steps.reshape((-1,) + (1,) * (arr.ndim - 1))
             traced.append(running.astype(np.float32))
-            outputs.append(traced[-1][-1].copy())
         else:
-            outputs.append((arr.sum(axis=0, dtype=np.float64) / timesteps).astype(np.float32))
+            sums.append(arr.sum(axis=0, dtype=np.float64) + previous)
+        outputs.append((sums[-1] / (done + timesteps)).astype(np.float32))
+    state.sums, state.steps_done = sums, done + timesteps
     shapes.update({name: np.shape(arr) for name, arr in list(feeds.items()) + list(plan.constants.items())})
     stats = layer_stats(plan, counts, shapes, timesteps, times, time.perf_counter() - start)
     stats["node_path"] = dict(cache.paths)

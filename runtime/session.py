@@ -9,7 +9,7 @@ import numba
 import numpy as np
 import onnx
 
-from .engine import KernelCache, run_numba
+from .engine import KernelCache, RunState, run_numba
 from .errors import InputError
 from .format import load_snn, metadata
 from .plan import TensorInfo, compile_plan
@@ -69,14 +69,21 @@ class InferenceSession:
         return [_node_arg(o) for o in self._plan.outputs]
 
     def run(self, output_names: list[str] | None, input_feed: dict[str, np.ndarray], timesteps: int | None = None,
-            threads: int | None = None) -> list[np.ndarray]:
-        """Rate readout (mean over the T steps) of the requested outputs."""
-        return self._select(output_names, self._run(input_feed, timesteps, threads, trace=False).outputs)
+            threads: int | None = None, early_stop: int | None = None) -> list[np.ndarray]:
+        """Rate readout (mean over the steps) of the requested outputs.
+
+        ``early_stop=k``: simulate in blocks of k steps and stop once every sample's top-1 class (of the first
+        output) has been the same for the last k steps; ``stats["steps_used"]`` says how many steps ran.
+        """
+        return self._select(output_names, self._run(input_feed, timesteps, threads, False, early_stop).outputs)
 
     def run_trace(self, output_names: list[str] | None, input_feed: dict[str, np.ndarray], timesteps: int | None = None,
-                  threads: int | None = None) -> list[np.ndarray]:
-        """Readout after every step t = 1..T: one array (T, ...) per output; its last row equals ``run``."""
-        return self._select(output_names, self._run(input_feed, timesteps, threads, trace=True).trace)
+                  threads: int | None = None, early_stop: int | None = None) -> list[np.ndarray]:
+        """Readout after every step t = 1..T: one array (T, ...) per output; its last row equals ``run``.
+
+        With ``early_stop`` the rows stop at the steps used (a chunk that stopped sooner repeats its last row).
+        """
+        return self._select(output_names, self._run(input_feed, timesteps, threads, True, early_stop).trace)
 
     def _select(self, output_names, values):
         names = [o.name for o in self._plan.outputs]
@@ -87,39 +94,55 @@ class InferenceSession:
             raise InputError(f"unknown output {missing[0]!r}; outputs: {', '.join(names)}")
         return [values[names.index(n)] for n in output_names]
 
-    def _run(self, input_feed, timesteps, threads, trace) -> RunResult:
+    def _run(self, input_feed, timesteps, threads, trace, early_stop=None) -> RunResult:
         steps = timesteps if timesteps is not None else self._plan.timesteps
         if steps is None:
             raise InputError("timesteps not given and the SNN file does not record them; pass timesteps=T")
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise InputError(f"timesteps must be a positive integer, got {steps!r}")
+        if early_stop is not None:
+            if isinstance(early_stop, bool) or not isinstance(early_stop, (int, np.integer)) or early_stop < 1:
+                raise InputError(f"early_stop must be a positive integer (steps of a stable top-1), got {early_stop!r}")
+            if self.engine == "reference":
+                raise InputError("early_stop needs a Numba engine (auto, event or dense), not the reference engine")
         feeds = check_feeds(self._plan.inputs, input_feed)
         n_threads = _check_threads(threads) if threads is not None else self.threads
         with self._lock:
             previous = numba.get_num_threads()
             numba.set_num_threads(n_threads or numba.config.NUMBA_NUM_THREADS)
             try:
-                result = self._run_chunks(feeds, int(steps), trace)
+                result = self._run_chunks(feeds, int(steps), trace, early_stop)
             finally:
                 numba.set_num_threads(previous)
             self.stats = result.stats
         return result
 
-    def _run_chunks(self, feeds, steps, trace) -> RunResult:
+    def _run_chunks(self, feeds, steps, trace, early_stop) -> RunResult:
         """Split the batch so that no layer's (T, chunk, ...) activations exceed ``chunk_bytes``."""
         batch = next(iter(feeds.values())).shape[0] if feeds else 1
         per_sample = sum(_prod(v.shape[1:]) for v in feeds.values()) or 1
         widest = max(per_sample, self._widest_layer(feeds))
-        chunk = max(1, int(self.chunk_bytes // (4 * steps * widest)))
+        chunk = max(1, int(self.chunk_bytes // (4 * min(steps, early_stop or steps) * widest)))
         if self.engine == "reference" or batch <= chunk:
-            return self._run_once(feeds, steps, trace)
-        parts = [self._run_once({k: v[i:i + chunk] for k, v in feeds.items()}, steps, trace) for i in range(0, batch, chunk)]
+            return self._run_once(feeds, steps, trace, early_stop)
+        parts = [self._run_once({k: v[i:i + chunk] for k, v in feeds.items()}, steps, trace, early_stop)
+                 for i in range(0, batch, chunk)]
         return _concat(parts)
 
-    def _run_once(self, feeds, steps, trace) -> RunResult:
+    def _run_once(self, feeds, steps, trace, early_stop) -> RunResult:
         if self.engine == "reference":
             return run_reference(self._plan, feeds, steps, trace)
-        return run_numba(self._plan, feeds, steps, self._cache, trace)
+        if not early_stop:
+            result = run_numba(self._plan, feeds, steps, self._cache, trace)
+            result.stats["steps_used"] = steps
+            return result
+        state, parts = RunState(), []
+        while state.steps_done < steps:
+            parts.append(run_numba(self._plan, feeds, min(early_stop, steps - state.steps_done), self._cache, True, state))
+            top = np.concatenate([p.trace[0] for p in parts]).reshape(state.steps_done, len(parts[0].outputs[0]), -1).argmax(-1)
+            if state.steps_done >= early_stop and (top[-early_stop:] == top[-1]).all():
+                break
+        return _join_blocks(parts, trace, steps)
 
     def _widest_layer(self, feeds) -> int:
         """Largest per-sample activation, from one reference step on a single sample (cached per input shape)."""
@@ -194,11 +217,29 @@ def _prod(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
+def _join_blocks(parts: list[RunResult], trace: bool, requested: int) -> RunResult:
+    """One result from consecutive blocks of steps of the same samples (early stop)."""
+    stats = dict(parts[0].stats)
+    stats["layers"] = [dict(layer) for layer in parts[0].stats["layers"]]
+    for p in parts[1:]:
+        for acc, layer in zip(stats["layers"], p.stats["layers"]):
+            for key in ("spikes", "synops", "time_s"):
+                acc[key] += layer[key]
+        for k, v in p.stats["node_time_s"].items():
+            stats["node_time_s"][k] = stats["node_time_s"].get(k, 0.0) + v
+    used = sum(p.timesteps for p in parts)
+    stats.update(timesteps=used, steps_used=used, timesteps_requested=requested, time_s=sum(p.stats["time_s"] for p in parts))
+    traced = [np.concatenate([p.trace[i] for p in parts]) for i in range(len(parts[0].trace))] if trace else None
+    return RunResult(parts[-1].outputs, traced, with_totals(stats), used)
+
+
 def _concat(parts: list[RunResult]) -> RunResult:
     outputs = [np.concatenate([p.outputs[i] for p in parts]) for i in range(len(parts[0].outputs))]
     trace = None
     if parts[0].trace is not None:
-        trace = [np.concatenate([p.trace[i] for p in parts], axis=1) for i in range(len(parts[0].trace))]
+        rows = max(p.trace[0].shape[0] for p in parts)  # chunks that stopped early repeat their last readout
+        trace = [np.concatenate([np.concatenate([p.trace[i], np.repeat(p.trace[i][-1:], rows - len(p.trace[i]), axis=0)])
+                                 for p in parts], axis=1) for i in range(len(parts[0].trace))]
     stats = dict(parts[0].stats)
     stats["layers"] = [dict(layer) for layer in parts[0].stats["layers"]]
     for p in parts[1:]:
@@ -207,5 +248,9 @@ def _concat(parts: list[RunResult]) -> RunResult:
                 acc[key] += layer[key]
     stats["node_time_s"] = {k: sum(p.stats["node_time_s"].get(k, 0.0) for p in parts) for k in parts[0].stats["node_time_s"]}
     stats.update(batch=sum(p.stats["batch"] for p in parts), time_s=sum(p.stats["time_s"] for p in parts),
-                 ann_macs=sum(p.stats["ann_macs"] for p in parts))
+                 ann_macs=sum(p.stats["ann_macs"] for p in parts),
+                 sample_steps=sum(p.stats["batch"] * p.stats["timesteps"] for p in parts))
+    if "steps_used" in stats:
+        stats["steps_used"] = max(p.stats["steps_used"] for p in parts)
+        stats["timesteps"] = stats["steps_used"]
     return RunResult(outputs, trace, with_totals(stats), parts[0].timesteps)

@@ -1,4 +1,4 @@
-"""Per-layer spike statistics: spikes, firing rate, synaptic operations (SynOps) and time.
+"""Per-layer spike statistics: spikes, firing rate, synaptic operations (SynOps), dense MAC equivalent and time.
 
 SynOps of a neuron layer = its spikes x its mean fan-out, where the fan-out of one input element of a linear
 layer is that layer's dense multiply-accumulates divided by its number of input elements; copies (Flatten,
@@ -78,8 +78,9 @@ def layer_stats(plan: Plan, spike_counts: dict[str, np.ndarray], shapes: dict[st
         shape = shapes.get(step.outputs[0], ())
         neurons = _prod(shape[1:]) if len(shape) > 1 else 1
         spikes = int(spike_counts[step.name].sum())
-        layers.append({"layer": step.name, "neurons": neurons, "spikes": spikes,
-                       "synops": spikes * fan_out(plan, step.outputs[0], shapes), "time_s": times.get(step.name, 0.0)})
+        fan = fan_out(plan, step.outputs[0], shapes)
+        layers.append({"layer": step.name, "neurons": neurons, "spikes": spikes, "fan_out": fan,
+                       "synops": spikes * fan, "time_s": times.get(step.name, 0.0)})
     batch = max((shapes.get(i.name, (1,))[0] for i in plan.inputs), default=1) or 1
     return with_totals({"timesteps": timesteps, "batch": batch, "layers": layers, "ann_macs": dense_total,
                         "time_s": total_time, "node_time_s": dict(times)})
@@ -88,10 +89,14 @@ def layer_stats(plan: Plan, spike_counts: dict[str, np.ndarray], shapes: dict[st
 def with_totals(stats: dict) -> dict:
     """Fill the totals and the energy estimate from the per-layer rows (also after merging chunks)."""
     layers = stats["layers"]
+    sample_steps = stats.get("sample_steps", stats["batch"] * stats["timesteps"])
     for layer in layers:
-        layer["firing_rate"] = layer["spikes"] / max(1, layer["neurons"] * stats["batch"] * stats["timesteps"])
+        layer["firing_rate"] = layer["spikes"] / max(1, layer["neurons"] * sample_steps)
+        # what a dense (clock-driven) simulation does for the same synapses: every neuron, every step
+        layer["dense_macs"] = layer["neurons"] * sample_steps * layer.get("fan_out", 0.0)
     stats["total_spikes"] = sum(layer["spikes"] for layer in layers)
     stats["total_synops"] = sum(layer["synops"] for layer in layers)
+    stats["total_dense_macs"] = sum(layer["dense_macs"] for layer in layers)
     stats["energy_estimate_uj"] = {
         "note": "estimate only: 45 nm figures, 0.9 pJ per accumulate (SNN), 4.6 pJ per MAC (ANN)",
         "snn": stats["total_synops"] * PJ_PER_AC * 1e-6,

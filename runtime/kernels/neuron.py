@@ -6,12 +6,13 @@ BLOCK = 256  # neurons per parallel work item: long enough for the inner loop to
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def if_layer(x, timesteps, v_th, shift, v_init, inner, subtract, spikes, counts):
+def if_layer_state(x, timesteps, v_th, shift, v, inner, subtract, spikes, counts):
     """Simulate one neuron layer for ``timesteps`` steps.
 
     x: (Tx, M) float32 currents, Tx == 1 for a constant (analog) current or Tx == timesteps.
-    v_th, shift, v_init: (C,) float32 per channel (C == 1 for layer-wide values); element m has channel
-    (m // inner) % C. spikes: (timesteps, M) float32 output, 0 or v_th. counts: (n_blocks, timesteps) int64 spikes
+    v_th, shift: (C,) float32 per channel (C == 1 for layer-wide values); element m has channel
+    (m // inner) % C. v: (M,) float32 membranes, read at the start and left as they are after the last step, so
+    that a run can continue block by block (early stop). spikes: (timesteps, M) float32 output, 0 or v_th. counts: (n_blocks, timesteps) int64 spikes
     per block and step, summed by the caller (each block is owned by one thread).
     """
     m_total = x.shape[1]
@@ -22,24 +23,37 @@ def if_layer(x, timesteps, v_th, shift, v_init, inner, subtract, spikes, counts)
         start = blk * BLOCK
         stop = min(start + BLOCK, m_total)
         width = stop - start
-        v = np.empty(width, np.float32)
+        vb = np.empty(width, np.float32)
         th = np.empty(width, np.float32)
         sh = np.empty(width, np.float32)
         for k in range(width):
             ch = ((start + k) // inner) % n_ch
-            v[k] = v_init[ch]
+            vb[k] = v[start + k]
             th[k] = v_th[ch]
             sh[k] = shift[ch]
         for t in range(timesteps):
             row = 0 if const_input else t
             fired = 0
             for k in range(width):
-                vk = v[k] + (x[row, start + k] + sh[k])
+                vk = vb[k] + (x[row, start + k] + sh[k])
                 if vk >= th[k]:
                     spikes[t, start + k] = th[k]
                     vk = vk - th[k] if subtract else np.float32(0.0)
                     fired += 1
                 else:
                     spikes[t, start + k] = 0.0
-                v[k] = vk
+                vb[k] = vk
             counts[blk, t] = fired
+        for k in range(width):
+            v[start + k] = vb[k]
+
+
+@njit(cache=True, fastmath=False)
+def if_layer(x, timesteps, v_th, shift, v_init, inner, subtract, spikes, counts):
+    """``if_layer_state`` starting from the per-channel initial membranes v_init (C,) (the converter calls this)."""
+    m_total = x.shape[1]
+    n_ch = v_init.shape[0]
+    v = np.empty(m_total, np.float32)
+    for k in range(m_total):
+        v[k] = v_init[(k // inner) % n_ch]
+    if_layer_state(x, timesteps, v_th, shift, v, inner, subtract, spikes, counts)

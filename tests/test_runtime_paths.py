@@ -1,0 +1,121 @@
+"""Event, dense and auto paths against the NumPy reference; the auto rule on both sides of its crossover;
+early stop; dense MAC equivalent in the stats."""
+import numba
+import numpy as np
+import pytest
+from conftest import cnn, mlp
+from test_engines import converted
+from test_kernels import CONV_CASES, T, run_dynamic, spikes
+
+from runtime import InferenceSession, InputError
+from runtime.engine import EVENT_MAX_DENSITY, KernelCache, _conv, _matmul
+from runtime.plan import Step
+from runtime.reference_ops import OPS
+
+CASES = CONV_CASES + [dict(c_in=3, c_out=4, k=3, attrs=dict(strides=[2, 1], pads=[1, 2, 0, 1]))]  # unit-width kernel, row stride 2
+
+
+def conv_case(rng, case):
+    group = case["attrs"].get("group", 1)
+    w = rng.standard_normal((case["c_out"], case["c_in"] // group, case["k"], case["k"])).astype(np.float32)
+    b = rng.standard_normal(case["c_out"]).astype(np.float32)
+    return Step("conv", "Conv", ("x", "w", "b"), ("y",), dict(kernel_shape=[case["k"]] * 2, **case["attrs"])), w, b
+
+
+@pytest.mark.parametrize("mode", ["event", "dense"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: str(c["attrs"]))
+def test_conv_paths_equal_reference(rng, case, mode):
+    step, w, b = conv_case(rng, case)
+    x = spikes(rng, (T, 2, case["c_in"], 9, 11))
+    args = [(x, True), (w, False), (b, False)]
+    cache = KernelCache(mode)
+    out, _ = _conv(step, args, cache, T)
+    ref = np.stack([OPS["Conv"]([x[t], w, b], step.attrs)[0] for t in range(T)])
+    assert cache.paths == {"conv": mode}
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_static_conv_and_gemm_use_the_kernels(rng):
+    """The analog (static) part runs through the same kernels, once, and equals the reference op."""
+    step, w, b = conv_case(rng, CONV_CASES[0])
+    x = rng.random((3, 3, 9, 11)).astype(np.float32)
+    out, dynamic = _conv(step, [(x, False), (w, False), (b, False)], KernelCache(), T)
+    assert not dynamic
+    np.testing.assert_array_equal(out, OPS["Conv"]([x, w, b], step.attrs)[0])
+
+
+@pytest.mark.parametrize("density", [EVENT_MAX_DENSITY / 4, min(1.0, EVENT_MAX_DENSITY * 2)])
+def test_auto_rule_on_both_sides_of_the_crossover(rng, density):
+    step, w, b = conv_case(rng, CONV_CASES[1])
+    x = spikes(rng, (T, 4, 4, 9, 11), density=density)
+    cache = KernelCache("auto")
+    out, ref = run_dynamic(lambda *a: _conv(*a[:2], cache, a[3]), step, x, w, b)
+    assert cache.paths["conv"] == ("event" if density <= EVENT_MAX_DENSITY else "dense")
+    np.testing.assert_array_equal(out, ref)
+    fc = Step("fc", "Gemm", ("x", "w", "c"), ("y",), dict(transB=1))
+    wf, c = rng.standard_normal((7, 13)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    xf = spikes(rng, (T, 5, 13), density=density)
+    out, ref = run_dynamic(lambda *a: _matmul(*a[:2], cache, a[3]), fc, xf, wf, c)
+    assert cache.paths["fc"] == ("event" if density <= EVENT_MAX_DENSITY else "dense")
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("engine", ["event", "dense", "auto"])
+def test_engines_equal_reference_and_bit_identical_across_threads(engine):
+    snn, x = converted(cnn(), (2, 12, 12))
+    ref = InferenceSession(snn, engine="reference").run(None, {"x": x}, timesteps=8)[0]
+    outs = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        sess = InferenceSession(snn, engine=engine, threads=threads)
+        outs.append(sess.run(None, {"x": x}, timesteps=8)[0])
+        assert set(sess.stats["node_path"].values()) <= {"event", "dense"}
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(outs[0], ref, rtol=0, atol=1e-5)
+
+
+def test_early_stop_reports_steps_and_matches_the_full_trace():
+    snn, x = converted(cnn(), (2, 12, 12))
+    sess = InferenceSession(snn)
+    (full,) = sess.run_trace(None, {"x": x}, timesteps=40)
+    (early,) = sess.run_trace(None, {"x": x}, timesteps=40, early_stop=4)
+    used = sess.stats["steps_used"]
+    assert sess.stats["timesteps_requested"] == 40 and used == early.shape[0] <= 40 and used % 4 == 0
+    np.testing.assert_allclose(early, full[:used], rtol=0, atol=1e-6)
+    top = full[:used].argmax(-1)
+    if used < 40:  # stopped: every sample's top-1 was the same over the last 4 steps
+        assert (top[-4:] == top[-1]).all()
+    (out,) = sess.run(None, {"x": x}, timesteps=40, early_stop=4)
+    np.testing.assert_array_equal(out, early[-1])
+    spikes_used = sum(layer["spikes"] for layer in sess.stats["layers"])
+    sess.run(None, {"x": x}, timesteps=used)
+    assert spikes_used == sess.stats["total_spikes"]  # stats add up over the blocks
+
+
+def test_early_stop_with_chunks_pads_the_trace():
+    snn, _ = converted(cnn(), (2, 12, 12))
+    x = np.random.default_rng(3).random((9, 2, 12, 12)).astype(np.float32)
+    sess = InferenceSession(snn, chunk_bytes=4096)
+    (trace,) = sess.run_trace(None, {"x": x}, timesteps=24, early_stop=3)
+    (whole,) = InferenceSession(snn).run_trace(None, {"x": x}, timesteps=24)
+    assert trace.shape[0] == sess.stats["steps_used"] and trace.shape[1] == 9
+    np.testing.assert_allclose(trace[-1], whole[trace.shape[0] - 1], rtol=0, atol=0.5)  # same class readouts, maybe fewer steps
+
+
+def test_bad_engine_and_early_stop_are_refused():
+    snn, x = converted(mlp(), (12,))
+    with pytest.raises(InputError, match="engine must be one of auto, event, dense, reference"):
+        InferenceSession(snn, engine="fast")
+    with pytest.raises(InputError, match="early_stop must be a positive integer"):
+        InferenceSession(snn).run(None, {"x": x}, early_stop=0)
+    with pytest.raises(InputError, match="early_stop needs a Numba engine"):
+        InferenceSession(snn, engine="reference").run(None, {"x": x}, early_stop=2)
+
+
+def test_stats_dense_mac_equivalent():
+    snn, x = converted(mlp(), (12,))
+    sess = InferenceSession(snn)
+    sess.run(None, {"x": x}, timesteps=10)
+    first, second = sess.stats["layers"]
+    assert first["dense_macs"] == 32 * 6 * 10 * 24 and second["dense_macs"] == 24 * 6 * 10 * 5
+    assert sess.stats["total_dense_macs"] == first["dense_macs"] + second["dense_macs"]
+    assert first["synops"] <= first["dense_macs"]
