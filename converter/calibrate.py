@@ -1,7 +1,8 @@
 """Run the ANN in onnxruntime on calibration data with every activation exposed, and keep per-layer statistics.
 
-Batches are streamed; each layer keeps its exact maximum and a bounded uniform sample of its positive values
-(exact while it fits, halved with a fixed seed beyond), so percentiles and threshold searches need bounded memory.
+Batches are streamed; each layer keeps its exact maximum (overall and per channel) and a bounded uniform sample of
+its positive values with their channels (exact while it fits, halved with a fixed seed beyond), so layer and
+per-channel percentiles need bounded memory.
 """
 from __future__ import annotations
 
@@ -26,41 +27,65 @@ class ActivationStats:
 
     def __init__(self, seed: int = 0):
         self.max = 0.0
+        self.channel_max: np.ndarray | None = None   # (C,), channel = axis 1 of the activation
+        self.ndim = 0
         self.count = 0
         self.positive = 0
         self._keep = 1.0
         self._parts: list[np.ndarray] = []
+        self._channel_parts: list[np.ndarray] = []
         self._stored = 0
         self._rng = np.random.default_rng(seed)
         self._sample: np.ndarray | None = None
+        self._channels: np.ndarray | None = None
 
     def add(self, values: np.ndarray) -> None:
+        n_ch = values.shape[1] if values.ndim >= 2 else 1
+        inner = int(np.prod(values.shape[2:], dtype=np.int64)) if values.ndim > 2 else 1
+        per_channel = np.maximum(values.reshape(-1, n_ch, inner).max(axis=(0, 2)), 0).astype(np.float64) if values.size else np.zeros(n_ch)
+        self.ndim = values.ndim
+        self.channel_max = per_channel if self.channel_max is None else np.maximum(self.channel_max, per_channel)
         flat = values.reshape(-1)
-        pos = flat[flat > 0]
+        index = np.flatnonzero(flat > 0)
         self.count += flat.size
-        self.positive += pos.size
-        if pos.size:
-            self.max = max(self.max, float(pos.max()))
+        self.positive += index.size
+        if index.size:
+            self.max = max(self.max, float(flat[index].max()))
         if self._keep < 1.0:
-            pos = pos[self._rng.random(pos.size) < self._keep]
-        self._parts.append(pos.astype(np.float32, copy=True))
-        self._stored += pos.size
-        self._sample = None
+            index = index[self._rng.random(index.size) < self._keep]
+        self._parts.append(flat[index].astype(np.float32))
+        self._channel_parts.append(((index // inner) % n_ch).astype(np.int32))
+        self._stored += index.size
+        self._sample = self._channels = None
         while self._stored > SAMPLE_CAP:
-            merged = np.concatenate(self._parts)
-            merged = merged[self._rng.random(merged.size) < 0.5]
-            self._parts, self._stored, self._keep = [merged], merged.size, self._keep / 2
+            merged, channels = np.concatenate(self._parts), np.concatenate(self._channel_parts)
+            keep = self._rng.random(merged.size) < 0.5
+            self._parts, self._channel_parts = [merged[keep]], [channels[keep]]
+            self._stored, self._keep = int(keep.sum()), self._keep / 2
 
     @property
     def sample(self) -> np.ndarray:
         """Positive values seen (all of them, or a uniform sample when there were too many)."""
         if self._sample is None:
             self._sample = np.concatenate(self._parts) if self._parts else np.zeros(0, np.float32)
-            self._parts = [self._sample]
+            self._channels = np.concatenate(self._channel_parts) if self._channel_parts else np.zeros(0, np.int32)
+            self._parts, self._channel_parts = [self._sample], [self._channels]
         return self._sample
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.sample, q)) if self.sample.size else 0.0
+
+    def channel_percentile(self, q: float) -> np.ndarray:
+        """(C,) percentile of each channel's positive values; 0 for a channel that never fired."""
+        sample = self.sample
+        out = np.zeros(0 if self.channel_max is None else self.channel_max.size)
+        order = np.argsort(self._channels, kind="stable")
+        values, channels = sample[order], self._channels[order]
+        bounds = np.searchsorted(channels, np.arange(out.size + 1))
+        for c in range(out.size):
+            if bounds[c + 1] > bounds[c]:
+                out[c] = np.percentile(values[bounds[c]:bounds[c + 1]], q)
+        return out
 
     def clipped_fraction(self, v_th: float) -> float:
         """Fraction of all activation values (zeros included) above v_th."""
@@ -119,20 +144,14 @@ def iter_batches(calibration, inputs: list[TensorInfo], batch_size: int) -> Iter
 
 
 def calibrate(ann: onnx.ModelProto, inputs: list[TensorInfo], activation_outputs: list[str], calibration,
-              batch_size: int = 64, show_progress: bool | None = None) -> dict[str, ActivationStats]:
-    """Per-layer statistics of the named activation outputs over all calibration batches."""
-    model = onnx.ModelProto()
-    model.CopyFrom(ann)
-    existing = {o.name for o in model.graph.output}
-    for name in activation_outputs:
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+              batch_size: int = 64, show_progress: bool | None = None,
+              keep: int = 0) -> tuple[dict[str, ActivationStats], dict[str, np.ndarray]]:
+    """Per-layer statistics of the named activation outputs over all calibration batches, and the first ``keep``
+    samples themselves (the SNN-side calibration runs on them; the data may be a one-shot iterator)."""
+    session = _session_with_outputs(ann, activation_outputs)
     stats = {name: ActivationStats(seed=i) for i, name in enumerate(activation_outputs)}
     total = _count(calibration, batch_size)
-    seen = 0
+    seen, kept, kept_count = 0, {}, 0
     for feeds in progress(iter_batches(calibration, inputs, batch_size), total=total, desc="calibrating", unit="batch", enabled=show_progress):
         try:
             values = session.run(activation_outputs, feeds)
@@ -140,10 +159,35 @@ def calibrate(ann: onnx.ModelProto, inputs: list[TensorInfo], activation_outputs
             raise CalibrationError(f"calibration batch failed in onnxruntime: {str(exc).strip().splitlines()[-1][:300]}") from None
         for name, value in zip(activation_outputs, values):
             stats[name].add(value)
+        if kept_count < keep:
+            take = min(keep - kept_count, next(iter(feeds.values())).shape[0])
+            for k, v in feeds.items():
+                kept.setdefault(k, []).append(v[:take])
+            kept_count += take
         seen += 1
     if seen == 0:
         raise CalibrationError("calibration data is empty; give at least one sample")
-    return stats
+    return stats, {k: np.concatenate(v) for k, v in kept.items()}
+
+
+def activations(ann: onnx.ModelProto, outputs: list[str], feeds: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The ANN's named activations on the given samples, as whole arrays (for the SNN-side calibration)."""
+    session = _session_with_outputs(ann, outputs)
+    n = next(iter(feeds.values())).shape[0]
+    parts = [session.run(outputs, {k: v[i:i + batch_size] for k, v in feeds.items()}) for i in range(0, n, batch_size)]
+    return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(outputs)}
+
+
+def _session_with_outputs(ann: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
+    model = onnx.ModelProto()
+    model.CopyFrom(ann)
+    existing = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _count(calibration, batch_size: int) -> int | None:

@@ -23,6 +23,7 @@ from . import progress as progress_module
 from .convert import convert, model_inputs
 from .data import labels, load_array_file, model_feeds
 from .evaluate import evaluate, plot, table
+from .thresholds import METHODS_HELP
 from .writer import write_bytes_atomic
 
 log = logging.getLogger("onnx2snn")
@@ -75,10 +76,11 @@ def _v_init(text: str):
 
 
 def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str = "optimal") -> None:
-    p.add_argument("--threshold", default=default_threshold, help="V_th per layer: max, a percentile such as p99.99, or optimal (default %(default)s)")
-    p.add_argument("--shift", type=_shift, default="half", help="current shift per step: half (V_th/2T), none, or a number (default %(default)s)")
+    p.add_argument("--threshold", default=default_threshold, help=f"V_th: {METHODS_HELP} (default %(default)s)")
+    p.add_argument("--shift", type=_shift, default=None, help="current shift per step: half (V_th/2T), none, or a number (default: none for optimal, half otherwise)")
     p.add_argument("--reset", choices=fmt.RESETS, default="subtract", help="reset after a spike (default %(default)s)")
-    p.add_argument("--v-init", type=_v_init, default=0.0, help="initial membrane: a number or half (V_th/2) (default %(default)s)")
+    p.add_argument("--v-init", type=lambda text: text if text == "calibrated" else _v_init(text), default=None,
+                   help="initial membrane: a number, half (V_th/2) or calibrated (per channel; optimal only) (default: half for optimal, 0 otherwise)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="calibration batch size (default %(default)s)")
 
 
@@ -294,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except Onnx2SnnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; no output file was written or replaced", file=sys.stderr)
@@ -305,8 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an internal fault: say so, never a bare traceback unless asked
         if args.debug or os.environ.get("ONNX2SNN_DEBUG"):
             raise
-        print(f"error: internal fault ({type(exc).__name__}: {exc}); rerun with --debug and report it", file=sys.stderr)
+        print(f"error: internal fault ({type(exc).__name__}: {_one_line(exc)[:300]}); rerun with --debug and report it", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def entry_point() -> None:

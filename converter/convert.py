@@ -1,31 +1,36 @@
 """``convert()``: ONNX ANN in, SNN graph description out.
 
 load & check -> passes (clean-up, BatchNorm folding, activation rewrite) -> calibration in onnxruntime ->
-per-layer V_th -> SNN description and threshold-ReLU ANN. The result can be re-emitted for another T without
-calibrating again.
+V_th per layer or channel (for 'optimal': calibrated layer by layer on the SNN itself) -> SNN description and
+threshold-ReLU ANN. The result can be re-emitted for another T or other settings without running the ANN on the
+calibration data again (a subset of it is kept for the SNN-side calibration).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from runtime import format as fmt
 from runtime.plan import TensorInfo, _info
 
-from .calibrate import ActivationStats, calibrate
-from .errors import InputError
+from .calibrate import ActivationStats, activations, calibrate
+from .channels import compact, per_channel_clips, set_neuron_params
+from .errors import ConversionError, InputError
 from .load import Source, load_model
 from .passes import PASSES
 from .passes.context import Context
 from .policy import policy_of
 from .report import LayerEntry, NodeEntry, Report
+from .layerwise import calibrate_snn, images_for
 from .thresholds import parse_method, shift_value, threshold
 from .writer import build_ann, build_snn, save_atomic
 
 RESETS = fmt.RESETS
+SNN_CALIBRATION_IMAGES = 512   # calibration samples kept for the SNN-side ('optimal') calibration
 
 
 @dataclass
@@ -35,12 +40,15 @@ class Settings:
     shift: str | float
     reset: str
     v_init: str | float
+    bias_correction: bool
 
 
-def _check_settings(timesteps, threshold_method, shift, reset, v_init) -> Settings:
+def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_correction) -> Settings:
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
         raise InputError(f"timesteps must be a positive integer, got {timesteps!r}")
-    parse_method(threshold_method)
+    method = parse_method(threshold_method)
+    shift = shift if shift is not None else ("none" if method.kind == "optimal" else "half")
+    v_init = v_init if v_init is not None else ("half" if method.kind == "optimal" else 0.0)
     if shift not in ("half", "none"):
         try:
             shift = float(shift)
@@ -48,22 +56,32 @@ def _check_settings(timesteps, threshold_method, shift, reset, v_init) -> Settin
             raise InputError(f"shift must be 'half', 'none' or a number, got {shift!r}") from None
     if reset not in RESETS:
         raise InputError(f"reset must be one of {RESETS}, got {reset!r}")
-    if v_init != "half":
+    if v_init == "calibrated" and method.kind != "optimal":
+        raise InputError(f"v_init='calibrated' needs threshold 'optimal' or 'optimal-layer', got {threshold_method!r}")
+    if v_init not in ("half", "calibrated"):
         try:
             v_init = float(v_init)
         except (TypeError, ValueError):
-            raise InputError(f"v_init must be 'half' (V_th/2) or a number, got {v_init!r}") from None
-    return Settings(timesteps, threshold_method, shift, reset, v_init)
+            raise InputError(f"v_init must be 'half' (V_th/2), 'calibrated' or a number, got {v_init!r}") from None
+    if not isinstance(bias_correction, bool):
+        raise InputError(f"bias_correction must be True or False, got {bias_correction!r}")
+    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction)
 
 
 class ConvertedSNN:
     """The result of a conversion: SNN and threshold-ReLU ANN models, the report, and the means to re-emit
-    both for another number of time steps (thresholds are recomputed from the kept calibration statistics)."""
+    both for another number of time steps or other settings (from the kept calibration statistics and samples).
 
-    def __init__(self, source: Source, ctx: Context, stats: dict[str, ActivationStats], settings: Settings):
+    ``thresholds`` maps each neuron layer to its V_th: a float, or a float32 (C,) array when it is per channel.
+    """
+
+    def __init__(self, source: Source, ctx: Context, stats: dict[str, ActivationStats], settings: Settings,
+                 samples: dict[str, np.ndarray], targets: dict[str, np.ndarray] | None = None):
         self._source, self._ctx, self._stats = source, ctx, stats
-        self.settings = settings
-        self.thresholds: dict[str, float] = {}
+        self._samples, self._targets = samples, targets
+        self.raw_settings = settings   # as given: None means the method's default
+        self.settings = _check_settings(*(vars(settings)[k] for k in ("timesteps", "threshold", "shift", "reset", "v_init", "bias_correction")))
+        self.thresholds: dict[str, float | np.ndarray] = {}
         self.report: Report = ctx.report
         self.model: onnx.ModelProto
         self.ann_model: onnx.ModelProto
@@ -72,28 +90,57 @@ class ConvertedSNN:
     def _emit(self) -> None:
         s = self.settings
         ctx = self._ctx
-        self.thresholds, shifts, inits = {}, {}, {}
-        self.report.layers = []
-        for act in ctx.activations:
-            name = act.node.name
-            v_th = threshold(self._stats[act.node.outputs[0].name], s.threshold, s.timesteps, s.shift, act.upper_bound)
-            self.thresholds[name] = v_th
-            shifts[name] = shift_value(s.shift, v_th, s.timesteps)
-            inits[name] = v_th / 2 if s.v_init == "half" else float(s.v_init)
-            self.report.layers.append(LayerEntry(name, act.source_op, v_th, act.upper_bound,
-                                                 self._stats[act.node.outputs[0].name].summary(v_th)))
-        self.report.settings = {"timesteps": s.timesteps, "threshold": s.threshold, "shift": s.shift, "reset": s.reset, "v_init": s.v_init}
+        method = parse_method(s.threshold)
+        names = [act.node.name for act in ctx.activations]
+        stats = {act.node.name: self._stats[act.node.outputs[0].name] for act in ctx.activations}
         meta = {fmt.META_THRESHOLD_METHOD: s.threshold, fmt.META_SOURCE_SHA256: self._source.sha256}
-        self.model = build_snn(ctx, self.thresholds, s.timesteps, shifts, inits, s.reset, self._source.opset, meta)
-        self.ann_model = build_ann(ctx, self.thresholds, self._source.opset)
+        placeholder = {name: 1.0 for name in names}
+        model = build_snn(ctx, placeholder, s.timesteps, {n: 0.0 for n in names}, {n: 0.0 for n in names}, s.reset, self._source.opset, meta)
+        if method.kind == "optimal":
+            chosen = calibrate_snn(model, *self._calibration_set(), s.timesteps, per_channel=method.per_channel,
+                                   shift=s.shift, v_init=s.v_init, reset=s.reset, bias=s.bias_correction,
+                                   upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
+                                   v_max={n: stats[n].channel_max for n in names})
+            params = {n: {"v_th": compact(p.v_th), "shift": compact(p.shift), "v_init": compact(p.v_init)} for n, p in chosen.items()}
+        else:
+            params = {}
+            for act in ctx.activations:
+                v_th = threshold(stats[act.node.name], method, act.upper_bound)
+                v_init = v_th / 2 if s.v_init == "half" else v_th * 0.0 + float(s.v_init)
+                params[act.node.name] = {"v_th": compact(v_th), "shift": compact(shift_value(s.shift, v_th, s.timesteps)), "v_init": compact(v_init)}
+        set_neuron_params(model, params)
+        fmt.validate(model, "<converted SNN>")
+        self.thresholds = {n: params[n]["v_th"] for n in names}
+        self.report.layers = [LayerEntry(act.node.name, act.source_op, float(np.max(self.thresholds[act.node.name])), act.upper_bound,
+                                         stats[act.node.name].summary(float(np.max(self.thresholds[act.node.name]))))
+                              for act in ctx.activations]
+        self.report.settings = {"timesteps": s.timesteps, "threshold": s.threshold, "shift": s.shift, "reset": s.reset,
+                                "v_init": s.v_init, "bias_correction": s.bias_correction}
+        self.model = model
+        self.ann_model = build_ann(ctx, {n: float(np.max(v)) for n, v in self.thresholds.items()}, self._source.opset)
+        per_channel_clips(self.ann_model, {n: v for n, v in self.thresholds.items() if isinstance(v, np.ndarray)},
+                          {n: stats[n].ndim for n in names})
+
+    def _calibration_set(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Samples and the source ANN's activations on them (neuron name -> array), computed once, cut for T."""
+        acts = self._ctx.activations
+        if self._targets is None:
+            clean = build_ann(self._ctx, {a.node.name: float(a.node.inputs[2].values) for a in acts}, self._source.opset)
+            values = activations(clean, [a.node.outputs[0].name for a in acts], self._samples)
+            self._targets = {a.node.name: values[a.node.outputs[0].name] for a in acts}
+        n = images_for(self.settings.timesteps, next(iter(self._samples.values())).shape[0])
+        return {k: v[:n] for k, v in self._samples.items()}, {k: v[:n] for k, v in self._targets.items()}
 
     def with_settings(self, **changes) -> "ConvertedSNN":
-        """A copy re-emitted with other settings (timesteps, threshold, shift, reset, v_init); no recalibration."""
-        current = vars(self.settings) | changes
-        settings = _check_settings(current["timesteps"], current["threshold"], current["shift"], current["reset"], current["v_init"])
+        """A copy re-emitted with other settings (timesteps, threshold, shift, reset, v_init, bias_correction)."""
+        unknown = sorted(set(changes) - set(vars(self.settings)))
+        if unknown:
+            raise InputError(f"unknown setting {unknown[0]!r}; settings: {', '.join(vars(self.settings))}")
+        current = vars(self.raw_settings) | changes
+        settings = Settings(**current)
         report = Report(self.report.source, [NodeEntry(**vars(n)) for n in self.report.nodes], [], list(self.report.notes))
         ctx = Context(self._ctx.graph, report, self._ctx.name, self._ctx.activations)
-        return ConvertedSNN(self._source, ctx, self._stats, settings)
+        return ConvertedSNN(self._source, ctx, self._stats, settings, self._samples, self._targets)
 
     def save(self, path: str | os.PathLike) -> None:
         save_atomic(self.model, path)
@@ -140,20 +187,25 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
     return [_info(vi) for vi in model.graph.input if vi.name not in initializers]
 
 
-def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal", shift: str | float = "half",
-            reset: str = "subtract", v_init: str | float = 0.0, batch_size: int = 64,
+def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal", shift: str | float | None = None,
+            reset: str = "subtract", v_init: str | float | None = None, bias_correction: bool = True, batch_size: int = 64,
             progress: bool | None = None, maxpool: str = "gate") -> ConvertedSNN:
     """Convert an ONNX ANN (path, bytes or ModelProto) into an SNN.
 
     calibration: an array (single-input models), a dict input name -> array, or an iterable of such batches
-    (tuples such as a DataLoader's (images, labels) are taken input by input). threshold: 'max', 'pXX.X' or
-    'optimal'; shift: 'half' (V_th/2T), 'none' or a float; reset: 'subtract' or 'zero'; v_init: a float or 'half';
-    maxpool: 'gate' (spiking max pooling) or 'avg' (approximate MaxPool by AveragePool, reported).
+    (tuples such as a DataLoader's (images, labels) are taken input by input). threshold: see
+    ``thresholds.METHODS_HELP``; shift: 'half' (V_th/2T), 'none' or a float; reset: 'subtract' or 'zero';
+    v_init: a float, 'half' (V_th/2) or 'calibrated' (searched per channel, optimal only). shift and v_init
+    default to what works best with the method: 'none' and 'half' for 'optimal', the paper's 'half' and 0 otherwise.
+    bias_correction: for
+    'optimal', add to each channel's shift the mean error it leaves on the calibration data; maxpool: 'gate'
+    (spiking max pooling) or 'avg' (approximate MaxPool by AveragePool, reported).
     """
-    settings = _check_settings(timesteps, threshold, shift, reset, v_init)
+    _check_settings(timesteps, threshold, shift, reset, v_init, bias_correction)
+    settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     source, ctx, clean = prepare(model, maxpool)
     names = [a.node.outputs[0].name for a in ctx.activations]
-    stats = calibrate(clean, model_inputs(clean), names, calibration, batch_size, progress)
-    return ConvertedSNN(source, ctx, stats, settings)
+    stats, samples = calibrate(clean, model_inputs(clean), names, calibration, batch_size, progress, keep=SNN_CALIBRATION_IMAGES)
+    return ConvertedSNN(source, ctx, stats, settings, samples)

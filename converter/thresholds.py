@@ -1,78 +1,65 @@
-"""Per-layer firing thresholds V_th from calibration statistics: ``max``, percentile ``pXX.X``, or ``optimal``.
+"""Firing thresholds V_th from calibration statistics, and the names of the threshold methods.
 
-``optimal`` picks the V_th that minimises the expected squared error between a layer's ANN activation a and
-the rate its IF neurons produce in T steps for a constant current a: with soft reset, initial membrane v0
-and shift d, n = clip(floor((T (a + d) + v0) / V_th), 0, T) spikes, a rate of n V_th / T. This is the paper's
-clip-and-quantise error, searched over candidate thresholds between the 80th percentile and the maximum.
+``max`` and ``pXX.X`` take one V_th per layer from the ANN's activations; their ``-channel`` variants one per
+channel (axis 1). ``optimal`` (per channel) and ``optimal-layer`` (one per layer) are chosen on the SNN
+itself, layer by layer, for the target T: see :mod:`converter.layerwise`.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
 from .calibrate import ActivationStats
 from .errors import InputError
 
-SEARCH_SAMPLE = 200_000
-SEARCH_CANDIDATES = 200
-_PERCENTILE = re.compile(r"^p(\d{1,3}(?:\.\d+)?)$")
+_METHOD = re.compile(r"^(max|optimal|p(\d{1,3}(?:\.\d+)?))(-channel|-layer)?$")
+METHODS_HELP = "max, a percentile such as p99.9, either with -channel (one V_th per channel), optimal (per channel, calibrated on the SNN) or optimal-layer"
 
 
-def parse_method(method: str) -> tuple[str, float | None]:
-    """'max' | 'pXX.X' | 'optimal' -> (kind, percentile)."""
-    if method in ("max", "optimal"):
-        return method, None
-    m = _PERCENTILE.match(method or "")
-    if m and 0 < float(m.group(1)) <= 100:
-        return "percentile", float(m.group(1))
-    raise InputError(f"threshold method {method!r} is not known; use 'max', a percentile such as 'p99.99', or 'optimal'")
+@dataclass(frozen=True)
+class Method:
+    kind: str                 # "max" | "percentile" | "optimal"
+    percentile: float | None
+    per_channel: bool
 
 
-def shift_value(shift: str | float, v_th: float, timesteps: int) -> float:
+def parse_method(method: str) -> Method:
+    """'max' | 'pXX.X' | 'max-channel' | 'pXX.X-channel' | 'optimal' | 'optimal-layer' -> Method."""
+    m = _METHOD.match(method) if isinstance(method, str) else None
+    if m:
+        name, q, suffix = m.group(1), m.group(2), m.group(3)
+        if name == "optimal" and suffix != "-channel":
+            return Method("optimal", None, suffix != "-layer")
+        if name != "optimal" and suffix != "-layer" and (q is None or 0 < float(q) <= 100):
+            return Method("max" if q is None else "percentile", None if q is None else float(q), suffix == "-channel")
+    raise InputError(f"threshold method {method!r} is not known; use {METHODS_HELP}")
+
+
+def shift_value(shift: str | float, v_th, timesteps: int):
     """The per-step current shift: 'half' is V_th/(2T), 'none' is 0, a number is used as given."""
     if shift == "half":
         return v_th / (2 * timesteps)
     if shift == "none":
-        return 0.0
-    return float(shift)
+        return v_th * 0.0
+    return v_th * 0.0 + float(shift)
 
 
-def snn_rate(a: np.ndarray, v_th: np.ndarray, timesteps: int, shift: np.ndarray, v_init: float = 0.0) -> np.ndarray:
-    """Rate of a soft-reset IF neuron under constant current a for T steps (broadcasts a against v_th)."""
-    n = np.floor((timesteps * (a + shift) + v_init) / v_th)
-    return np.clip(n, 0, timesteps) * v_th / timesteps
+def threshold(stats: ActivationStats, method: Method, upper_bound: float | None):
+    """V_th of one layer (a float) or of each channel (an array) from statistics; not for 'optimal'.
 
-
-def optimal_threshold(stats: ActivationStats, timesteps: int, shift: str | float) -> float:
-    sample = stats.sample
-    if sample.size > SEARCH_SAMPLE:
-        sample = np.random.default_rng(0).choice(sample, SEARCH_SAMPLE, replace=False)
-    sample = sample.astype(np.float64)
-    candidates = np.unique(np.append(np.quantile(sample, np.linspace(0.8, 1.0, SEARCH_CANDIDATES)), stats.max))
-    candidates = candidates[candidates > 0]
-    best, best_err = stats.max, np.inf
-    for chunk in np.array_split(candidates, max(1, len(candidates) // 16)):
-        v = chunk[:, None]
-        d = v / (2 * timesteps) if shift == "half" else (0.0 if shift == "none" else float(shift))
-        err = np.mean((snn_rate(sample[None, :], v, timesteps, d) - sample[None, :]) ** 2, axis=1)
-        i = int(np.argmin(err))
-        if err[i] < best_err:
-            best, best_err = float(chunk[i]), float(err[i])
-    return best
-
-
-def threshold(stats: ActivationStats, method: str, timesteps: int, shift: str | float, upper_bound: float | None) -> float:
-    """V_th of one layer; a layer that never fired during calibration gets its upper bound or 1.0."""
-    kind, q = parse_method(method)
+    A layer or channel that never fired during calibration gets the layer's value, its upper bound, or 1.0.
+    """
     if stats.positive == 0:
-        value = 1.0
-    elif kind == "max":
-        value = stats.max
-    elif kind == "percentile":
-        value = stats.percentile(q)
+        value = np.float64(1.0)
+    elif method.per_channel:
+        value = stats.channel_max if method.kind == "max" else stats.channel_percentile(method.percentile)
+        layer = stats.max if method.kind == "max" else stats.percentile(method.percentile)
+        value = np.where(value > 0, value, layer if layer > 0 else 1.0)
     else:
-        value = optimal_threshold(stats, timesteps, shift)
+        value = np.float64(stats.max if method.kind == "max" else stats.percentile(method.percentile))
     if upper_bound is not None:
-        value = min(value, upper_bound)
-    return float(value) if value > 0 else 1.0
+        value = np.minimum(value, upper_bound)
+    value = np.where(value > 0, value, 1.0)
+    return value.astype(np.float32) if method.per_channel else float(value)

@@ -1,0 +1,275 @@
+"""Layer-wise calibration on the SNN itself: the ``optimal`` threshold method.
+
+Why: choosing each layer's V_th from ANN activations alone ignores that a spiking layer's input is the
+quantised, late-starting output of the spiking layers before it; at small T those errors compound. Here the
+SNN is simulated layer-major on calibration images (the graph is feed-forward, so each node runs once for
+all T steps): linear nodes run in onnxruntime on the (T*N, ...) stack of per-step inputs, neurons follow the
+format's per-step IF equations, gated max pools run with the runtime's own kernel. Layers are calibrated in topological order, each on the currents the already
+converted layers really produce, against the source ANN's activation on the same image:
+
+1. V_th per channel (or per layer): the candidate that minimises the mean squared error between the ANN
+   activation and the rate the neuron fires in T steps, simulated step by step on the real input currents;
+2. the initial membrane: as set (0, V_th/2, a number), or searched per channel ('calibrated');
+3. bias correction (Li et al., ICML 2021): a per-channel shift that cancels the mean conversion error of that
+   channel, so the error that remains is zero-mean and does not add up through the next layers.
+
+The chosen parameters are then fixed and the layer's spikes feed the next layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from numba import njit, prange
+from onnx import helper, numpy_helper
+
+from runtime.format import DOMAIN, MAXPOOL_OP, NEURON_OP
+from runtime.plan import _attrs
+from runtime.spike_pool import spike_max_pool_handler
+
+V_TH_FACTORS = np.geomspace(0.1, 1.0, 19)     # candidate V_th / channel max of the ANN activation
+V_INIT_FACTORS = np.array([0.0, 0.25, 0.5, 0.75])  # candidate v_init / V_th for v_init='calibrated'
+BIAS_ROUNDS = 3
+IMAGE_STEPS = 8192                              # calibration images x T simulated (bounds time and memory)
+MIN_IMAGES = 32
+
+
+@dataclass
+class LayerParams:
+    """What calibration chose for one neuron layer: (C,) arrays, or (1,) for layer-wide values."""
+
+    v_th: np.ndarray
+    shift: np.ndarray
+    v_init: np.ndarray
+
+
+def images_for(timesteps: int, available: int) -> int:
+    """How many calibration images to simulate at T: fewer for long runs, never fewer than MIN_IMAGES."""
+    return int(min(available, max(MIN_IMAGES, IMAGE_STEPS // timesteps)))
+
+
+@njit(parallel=True, cache=True)
+def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, sq_err, mean_err):
+    """Simulate one layer for every candidate (k) and channel (c); accumulate errors against the target.
+
+    x: (Tx, N, C, S) float32 currents (Tx == 1: constant); target: (N, C, S) float32 ANN activation;
+    v_th, v_init, shift: (K, C) float32. Writes sq_err[k, c] = mean (target - rate)^2 and
+    mean_err[k, c] = mean (target - rate) over the N*S elements of channel c. Each thread owns channels.
+    """
+    tx, n_img, n_ch, inner = x.shape
+    n_cand = v_th.shape[0]
+    scale = 1.0 / (n_img * inner)
+    for c in prange(n_ch):
+        v = np.empty(inner, np.float32)
+        count = np.empty(inner, np.int32)
+        for k in range(n_cand):
+            th = v_th[k, c]
+            sh = shift[k, c]
+            e2 = 0.0
+            e1 = 0.0
+            for n in range(n_img):
+                for s in range(inner):
+                    v[s] = v_init[k, c]
+                    count[s] = 0
+                for t in range(timesteps):
+                    row = 0 if tx == 1 else t
+                    for s in range(inner):
+                        vs = v[s] + (x[row, n, c, s] + sh)
+                        if vs >= th:
+                            count[s] += 1
+                            vs = vs - th if subtract else np.float32(0.0)
+                        v[s] = vs
+                for s in range(inner):
+                    d = target[n, c, s] - count[s] * th / timesteps
+                    e2 += d * d
+                    e1 += d
+            sq_err[k, c] = e2 * scale
+            mean_err[k, c] = e1 * scale
+
+
+def _channels(shape: tuple) -> tuple[int, int]:
+    """(channels, elements per channel per image) of an (N, C, ...) activation; (N,) counts as one channel."""
+    if len(shape) < 2:
+        return 1, 1
+    return int(shape[1]), int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
+
+
+def _as_layout(values: np.ndarray, timesteps_axis: bool) -> np.ndarray:
+    """View (Tx, N, ...) or (N, ...) as (Tx, N, C, S) / (N, C, S) contiguous float32."""
+    shape = values.shape[1:] if timesteps_axis else values.shape
+    c, s = _channels(shape)
+    lead = (values.shape[0], shape[0]) if timesteps_axis else (shape[0],)
+    return np.ascontiguousarray(values.reshape(lead + (c, s)), dtype=np.float32)
+
+
+def _shift_base(shift, v_th: np.ndarray, timesteps: int) -> np.ndarray:
+    if shift == "half":
+        return v_th / (2 * timesteps)
+    if shift == "none":
+        return np.zeros_like(v_th)
+    return np.full_like(v_th, float(shift))
+
+
+def _v_init_base(v_init, v_th: np.ndarray) -> np.ndarray:
+    if v_init == "half":
+        return v_th / 2
+    return np.full_like(v_th, float(v_init))
+
+
+def choose_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, per_channel: bool, shift, v_init,
+                 reset: str, bias: bool, upper_bound: float | None, v_max: np.ndarray | None = None) -> LayerParams:
+    """Parameters of one neuron layer from its real input currents x (Tx, N, C, S) and the ANN target (N, C, S)."""
+    subtract = reset == "subtract"
+    n_ch = target.shape[1]
+    if v_max is None:
+        v_max = target.max(axis=(0, 2)).astype(np.float64)
+    layer_max = float(v_max.max()) if v_max.size else 0.0
+    if layer_max <= 0:
+        layer_max = 1.0
+    base = np.where(v_max > 0, v_max, layer_max) if per_channel else np.full(n_ch, layer_max)
+    v_th_c = base[None, :] * V_TH_FACTORS[:, None]
+    if upper_bound is not None:
+        v_th_c = np.minimum(v_th_c, upper_bound)
+    if v_init == "calibrated":
+        grid_th = np.repeat(v_th_c, len(V_INIT_FACTORS), axis=0)
+        grid_v0 = grid_th * np.tile(V_INIT_FACTORS, len(V_TH_FACTORS))[:, None]
+    else:
+        grid_th, grid_v0 = v_th_c, _v_init_base(v_init, v_th_c)
+    grid_sh = _shift_base(shift, grid_th, timesteps)
+    sq, mean = _errors(x, target, grid_th, grid_v0, grid_sh, timesteps, subtract)
+    if per_channel:
+        best = np.argmin(sq, axis=0)
+        pick = lambda grid: grid[best, np.arange(n_ch)]
+    else:
+        best = int(np.argmin(sq.mean(axis=1)))
+        pick = lambda grid: grid[best]
+    v_th, v0, sh = pick(grid_th), pick(grid_v0), pick(grid_sh)
+    if bias:
+        for _ in range(BIAS_ROUNDS):
+            _, mean = _errors(x, target, v_th[None], v0[None], sh[None], timesteps, subtract)
+            sh = sh + mean[0]
+    if not per_channel and not bias:
+        v_th, v0, sh = v_th[:1], v0[:1], sh[:1]
+    return LayerParams(v_th.astype(np.float32), sh.astype(np.float32), v0.astype(np.float32))
+
+
+def _errors(x, target, v_th, v_init, shift, timesteps, subtract):
+    k, c = v_th.shape
+    sq, mean = np.zeros((k, c)), np.zeros((k, c))
+    candidate_errors(x, target, np.ascontiguousarray(v_th, np.float32), np.ascontiguousarray(v_init, np.float32),
+                     np.ascontiguousarray(shift, np.float32), timesteps, subtract, sq, mean)
+    return sq, mean
+
+
+@njit(parallel=True, cache=True)
+def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, spikes):
+    """The format's IF step, T times: x (Tx, N, C, S) currents, (C,) parameters, spikes (T, N, C, S) out."""
+    tx, n_img, n_ch, inner = x.shape
+    for c in prange(n_ch):
+        th, sh = v_th[c], shift[c]
+        v = np.empty(inner, np.float32)
+        for n in range(n_img):
+            for s in range(inner):
+                v[s] = v_init[c]
+            for t in range(timesteps):
+                row = 0 if tx == 1 else t
+                for s in range(inner):
+                    vs = v[s] + (x[row, n, c, s] + sh)
+                    if vs >= th:
+                        spikes[t, n, c, s] = th
+                        vs = vs - th if subtract else np.float32(0.0)
+                    else:
+                        spikes[t, n, c, s] = 0.0
+                    v[s] = vs
+
+
+def fire(x: np.ndarray, params: LayerParams, timesteps: int, reset: str) -> np.ndarray:
+    """Spikes (T, N, ...) of a layer with the chosen parameters for currents x (Tx, N, ...)."""
+    layout = _as_layout(x, True)
+    n_ch = layout.shape[2]
+    v_th, shift, v0 = (np.ascontiguousarray(np.broadcast_to(a, (n_ch,)), np.float32) for a in (params.v_th, params.shift, params.v_init))
+    spikes = np.empty((timesteps,) + layout.shape[1:], np.float32)
+    _fire_channels(layout, v_th, v0, shift, timesteps, reset == "subtract", spikes)
+    return spikes.reshape((timesteps,) + x.shape[1:])
+
+
+@dataclass
+class _PoolStep:
+    """What the runtime's gated spiking max-pool handler reads of a plan step."""
+
+    name: str
+    attrs: dict
+
+
+class _NodeRunner:
+    """One linear node of the SNN graph as a tiny onnxruntime session (constants become initializers)."""
+
+    def __init__(self, node: onnx.NodeProto, constants: dict[str, np.ndarray], opset: int):
+        if node.domain == DOMAIN:  # SpikeMaxPool on a constant input: the plain max pool
+            node = helper.make_node("MaxPool", node.input, node.output, name=node.name, **_attrs(node))
+        self.inputs = [name for name in node.input if name and name not in constants]
+        inits = [numpy_helper.from_array(constants[name], name) for name in node.input if name in constants]
+        graph = helper.make_graph([node], "node", [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in self.inputs],
+                                  [helper.make_empty_tensor_value_info(o) for o in node.output], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = 8
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.outputs = list(node.output)
+
+    def __call__(self, values: list[np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self.outputs, dict(zip(self.inputs, values)))
+
+
+def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str, np.ndarray], timesteps: int, *,
+                  per_channel: bool, shift, v_init, reset: str, bias: bool, upper_bounds: dict[str, float | None],
+                  v_max: dict[str, np.ndarray] | None = None) -> dict[str, LayerParams]:
+    """Calibrate every IFNeuron of ``snn`` (any placeholder parameters) in topological order; see the module doc.
+
+    feeds: the calibration inputs (N, ...); targets: neuron name -> the source ANN's activation (N, ...) there.
+    """
+    opset = next((o.version for o in snn.opset_import if o.domain in ("", "ai.onnx")), 13)
+    constants = {i.name: numpy_helper.to_array(i) for i in snn.graph.initializer}
+    nodes = list(snn.graph.node)
+    last_use = {}
+    for i, node in enumerate(nodes):
+        for name in node.input:
+            last_use[name] = i
+    keep = {o.name for o in snn.graph.output}
+    # A value is (array, dynamic): dynamic values are (T, N, ...), static ones (N, ...) are the same every step.
+    env: dict[str, tuple[np.ndarray, bool]] = {k: (v, False) for k, v in feeds.items()}
+    chosen: dict[str, LayerParams] = {}
+    for i, node in enumerate(nodes):
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            continue
+        if node.domain == DOMAIN and node.op_type == NEURON_OP:
+            x, dynamic = env[node.input[0]]
+            xt = x if dynamic else x[None]
+            params = choose_layer(_as_layout(xt, True), _as_layout(targets[node.name], False), timesteps,
+                                  per_channel=per_channel, shift=shift, v_init=v_init, reset=reset, bias=bias,
+                                  upper_bound=upper_bounds.get(node.name), v_max=None if v_max is None else v_max.get(node.name))
+            chosen[node.name] = params
+            env[node.output[0]] = (fire(xt, params, timesteps, reset), True)
+        elif node.domain == DOMAIN and node.op_type == MAXPOOL_OP and env[node.input[0]][1]:
+            step = _PoolStep(node.name, _attrs(node))
+            env[node.output[0]] = spike_max_pool_handler(step, [env[node.input[0]]], None, timesteps)
+        else:
+            args = [env[name] for name in node.input if name and name not in constants]
+            dynamic = any(d for _, d in args)
+            stacked = []
+            for value, d in args:
+                if dynamic:
+                    value = value if d else np.broadcast_to(value, (timesteps,) + value.shape)
+                    value = value.reshape((-1,) + value.shape[2:])
+                stacked.append(np.ascontiguousarray(value))
+            results = _NodeRunner(node, constants, opset)(stacked)
+            for name, value in zip(node.output, results):
+                env[name] = (value.reshape((timesteps, -1) + value.shape[1:]) if dynamic else value, dynamic)
+        for name in node.input:
+            if last_use.get(name) == i and name not in keep:
+                env.pop(name, None)
+    return chosen
