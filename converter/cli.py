@@ -9,7 +9,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -292,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2, already reported on stderr)
         return int(exc.code or 0)
     progress_module.QUIET = getattr(args, "quiet", False)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends like Ctrl-C: outputs are only ever renamed into place
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(message)s")
     try:
         return COMMANDS[args.command](args)
@@ -309,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: internal fault ({type(exc).__name__}: {_one_line(exc)[:300]}); rerun with --debug and report it", file=sys.stderr)
         return 1
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _one_line(exc: BaseException) -> str:

@@ -68,16 +68,19 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> Source:
     except Exception as exc:
         raise ModelLoadError(f"{name}: fails onnx.checker: {_first_line(exc)}") from None
     opset = _default_opset(model)
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ModelLoadError(f"{name}: opset {opset} is newer than this onnx package knows ({newest}); re-export with opset <= {newest} or upgrade onnx")
     if opset < MIN_OPSET:
         try:
             model = version_converter.convert_version(model, MIN_OPSET)
         except Exception as exc:
             raise ModelLoadError(f"{name}: cannot upgrade opset {opset} to {MIN_OPSET}: {_first_line(exc)}; re-export with opset >= {MIN_OPSET}") from None
         opset = MIN_OPSET
-    try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    try:  # strict: a graph whose shapes contradict each other is refused here, not deep inside onnxruntime
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:
-        raise ModelLoadError(f"{name}: shape inference failed: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{name}: inconsistent shapes: {_first_line(exc)}") from None
     return Source(model, name, sha, opset)
 
 
