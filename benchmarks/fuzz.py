@@ -1,0 +1,145 @@
+"""Fuzz the readers and the converter for a bounded time; every outcome must be a clean refusal or a success.
+
+1. Byte-level: mutate valid ANN and SNN files (bit flips, truncation, insertions, deletions, spliced chunks)
+   and feed them to the model loader (converter.load.load_model) and the SNN reader (runtime.load_snn plus
+   plan compilation).
+2. Graph-level: random Conv/Gemm/pool/residual/Concat graphs (tests/graph_gen.py) through the whole
+   converter and both engines.
+Anything else (an exception that is not an Onnx2SnnError) is a finding: the script prints its seed, so
+`--replay-bytes SEED` or `--replay-graph SEED` reproduces it; fixed findings become regression tests.
+
+    python benchmarks/fuzz.py --files 10000 --graphs 1000 --json fuzz.json
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import converter  # noqa: E402
+from converter.load import load_model  # noqa: E402
+from graph_gen import random_graph  # noqa: E402
+from runtime import InferenceSession, Onnx2SnnError  # noqa: E402
+from runtime.format import load_snn  # noqa: E402
+from runtime.plan import compile_plan  # noqa: E402
+
+
+def seeds() -> list[tuple[str, bytes]]:
+    from conftest import cnn, mlp
+    out = []
+    for name, model, shape in (("mlp", mlp(), (8, 12)), ("cnn", cnn(), (8, 2, 12, 12))):
+        x = np.random.default_rng(0).random(shape).astype(np.float32)
+        snn = converter.convert(model, x, timesteps=4, progress=False)
+        out += [(f"{name}.onnx", model.SerializeToString()), (f"{name}.snn.onnx", snn.model.SerializeToString())]
+    return out
+
+
+def mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    buf = bytearray(data)
+    for _ in range(int(rng.integers(1, 4))):
+        kind = rng.integers(0, 5)
+        pos = int(rng.integers(0, max(1, len(buf))))
+        if kind == 0 and buf:                       # flip bits
+            buf[pos] ^= 1 << int(rng.integers(0, 8))
+        elif kind == 1:                             # truncate
+            del buf[pos:]
+        elif kind == 2:                             # insert random bytes
+            buf[pos:pos] = rng.bytes(int(rng.integers(1, 16)))
+        elif kind == 3:                             # delete a run
+            del buf[pos:pos + int(rng.integers(1, 32))]
+        else:                                       # splice a chunk from elsewhere
+            start = int(rng.integers(0, max(1, len(buf))))
+            buf[pos:pos] = buf[start:start + int(rng.integers(1, 64))]
+    return bytes(buf)
+
+
+def read_as_ann(blob: bytes) -> None:
+    load_model(blob)
+
+
+def read_as_snn(blob: bytes) -> None:
+    compile_plan(load_snn(blob))
+
+
+def fuzz_bytes(n: int, seed: int, replay: int | None = None) -> tuple[collections.Counter, list]:
+    outcomes, findings = collections.Counter(), []
+    originals = seeds()
+    cases = [replay] if replay is not None else range(seed, seed + n)
+    for case in cases:
+        rng = np.random.default_rng(case)
+        name, data = originals[case % len(originals)]
+        blob = mutate(data, rng)
+        for reader in (read_as_ann, read_as_snn):
+            try:
+                reader(blob)
+                outcomes[f"{reader.__name__}: accepted"] += 1
+            except Onnx2SnnError:
+                outcomes[f"{reader.__name__}: refused cleanly"] += 1
+            except Exception as exc:  # a finding
+                outcomes[f"{reader.__name__}: UNHANDLED"] += 1
+                findings.append({"kind": "bytes", "seed": case, "source": name, "reader": reader.__name__,
+                                 "error": f"{type(exc).__name__}: {exc}"[:300], "trace": traceback.format_exc(limit=3)})
+    return outcomes, findings
+
+
+def fuzz_graphs(n: int, seed: int, replay: int | None = None) -> tuple[collections.Counter, list]:
+    outcomes, findings = collections.Counter(), []
+    for case in ([replay] if replay is not None else range(seed, seed + n)):
+        try:
+            model, feeds = random_graph(case)
+            steps = int(np.random.default_rng(case).choice([1, 4, 16]))
+            snn = converter.convert(model, feeds, timesteps=steps, progress=False)
+            small = {"x": feeds["x"][:2]}
+            fast = InferenceSession(snn.model).run(None, small)[0]
+            ref = InferenceSession(snn.model, engine="reference").run(None, small)[0]
+            if not np.allclose(fast, ref, rtol=0, atol=1e-5):
+                raise AssertionError(f"engines disagree by {np.abs(fast - ref).max():.3g}")
+            outcomes["converted, engines agree"] += 1
+        except Onnx2SnnError:
+            outcomes["refused cleanly"] += 1
+        except Exception as exc:  # a finding
+            outcomes["UNHANDLED"] += 1
+            findings.append({"kind": "graph", "seed": case, "error": f"{type(exc).__name__}: {exc}"[:300],
+                             "trace": traceback.format_exc(limit=3)})
+    return outcomes, findings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=10000, help="mutated files (each read as ANN and as SNN)")
+    parser.add_argument("--graphs", type=int, default=1000, help="random graphs through the converter and engines")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replay-bytes", type=int, help="rerun one byte-level case by its seed")
+    parser.add_argument("--replay-graph", type=int, help="rerun one graph case by its seed")
+    parser.add_argument("--json", help="write outcomes and findings as JSON")
+    args = parser.parse_args()
+    results = {}
+    if args.replay_bytes is not None or args.replay_graph is not None:
+        outcome, findings = (fuzz_bytes(1, 0, args.replay_bytes) if args.replay_bytes is not None else fuzz_graphs(1, 0, args.replay_graph))
+        print(dict(outcome))
+        for f in findings:
+            print(f["trace"])
+        return
+    for label, fn, n in (("files", fuzz_bytes, args.files), ("graphs", fuzz_graphs, args.graphs)):
+        start = time.perf_counter()
+        outcome, findings = fn(n, args.seed)
+        results[label] = {"cases": n, "seconds": time.perf_counter() - start, "outcomes": dict(outcome), "findings": findings}
+        print(f"{label}: {n} cases in {results[label]['seconds']:.0f} s: {dict(outcome)}")
+        for f in findings[:20]:
+            print(f"  finding (seed {f['seed']}): {f['error']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    sys.exit(1 if any(r["findings"] for r in results.values()) else 0)
+
+
+if __name__ == "__main__":
+    main()
