@@ -112,7 +112,12 @@ def _attr_value(node: onnx.NodeProto, attr: onnx.AttributeProto):
     if attr.type == onnx.AttributeProto.FLOAT:
         return np.array([attr.f], dtype=np.float32)
     if attr.type == onnx.AttributeProto.TENSOR:
-        arr = numpy_helper.to_array(attr.t)
+        try:
+            arr = numpy_helper.to_array(attr.t)
+        except Exception as exc:  # corrupt or unknown data type: the checker does not look inside our attributes
+            raise SNNFormatError(f"neuron '{node.name}': attribute {attr.name} is not a readable tensor ({type(exc).__name__}: {exc})") from None
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise SNNFormatError(f"neuron '{node.name}': attribute {attr.name} must hold floats, got {arr.dtype}")
         if arr.ndim != 1 or arr.size == 0:
             raise SNNFormatError(f"neuron '{node.name}': attribute {attr.name} must be a float or a non-empty 1-D tensor, got shape {arr.shape}")
         return arr.astype(np.float32)

@@ -82,7 +82,12 @@ def _info(vi: onnx.ValueInfoProto) -> TensorInfo:
 def compile_plan(model: onnx.ModelProto) -> Plan:
     """Resolve every node of a validated SNN model; refuse ops the runtime cannot execute."""
     graph = model.graph
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    constants = {}
+    for init in graph.initializer:
+        try:
+            constants[init.name] = numpy_helper.to_array(init)
+        except Exception as exc:
+            raise SNNFormatError(f"initializer '{init.name}' cannot be read ({type(exc).__name__}: {exc})") from None
     steps: list[Step] = []
     seen: set[str] = set()
     for i, node in enumerate(graph.node):

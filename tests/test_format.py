@@ -112,6 +112,19 @@ def test_reader_refuses_broken_files(snn_model, case):
         InferenceSession(_edited(snn_model, mutate))
 
 
+def test_reader_refuses_corrupt_tensor_attributes(snn_model):
+    """Found by benchmarks/fuzz.py (byte seed 6767): a tensor attribute with an unknown data type."""
+    def corrupt(m):
+        node = next(n for n in m.graph.node if n.domain == fmt.DOMAIN)
+        tensor = nh.from_array(np.ones(3, np.float32), "v")
+        tensor.data_type = 33
+        node.attribute.append(h.make_attribute("v_init", tensor))
+    with pytest.raises(SNNFormatError, match="attribute v_init is not a readable tensor"):
+        InferenceSession(_edited(snn_model, corrupt))
+    with pytest.raises(SNNFormatError, match="must hold floats"):
+        InferenceSession(_edited(snn_model, _set_attr("v_th", nh.from_array(np.ones(2, np.int64)))))
+
+
 def test_reader_refuses_non_onnx_bytes(tmp_path):
     path = tmp_path / "junk.snn.onnx"
     path.write_bytes(b"\x00\x01 definitely not protobuf")
