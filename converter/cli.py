@@ -24,6 +24,7 @@ from runtime.session import check_feeds
 from . import progress as progress_module
 from .convert import convert, model_inputs
 from .data import labels, load_array_file, model_feeds
+from .datasets import load_folder, parse_floats
 from .evaluate import evaluate, plot, table
 from .thresholds import METHODS_HELP
 from .writer import write_bytes_atomic
@@ -133,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="ANN vs threshold-ANN vs SNN accuracy for several T")
     p.add_argument("model", help="the source ANN (.onnx)")
     p.add_argument("--calib", required=True, help="calibration data: .npy or .npz")
-    p.add_argument("--data", required=True, help="evaluation data: .npz with the input array(s) and integer labels 'y'")
+    p.add_argument("--data", required=True, help="evaluation data: .npz with the input array(s) and integer labels 'y', a CIFAR-10/100 "
+                                                 "binary folder, or an image folder (labels.txt or one sub-folder per class)")
+    p.add_argument("--mean", help="per-channel mean subtracted from folder images after scaling to [0, 1], e.g. 0.4914,0.4822,0.4465")
+    p.add_argument("--std", help="per-channel std dividing folder images, e.g. 0.247,0.243,0.261")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="CIFAR split to read from a folder (default %(default)s)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate on the first N samples only")
     p.add_argument("--timesteps", type=_timesteps_list, default=_timesteps_list("4,8,16,32,64"), help="comma-separated T values (default 4,8,16,32,64)")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--plot", metavar="ACC.png", help="plot accuracy vs T")
@@ -227,9 +233,21 @@ def stats_table(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def _evaluation_data(path: str, input_names: list[str], model) -> tuple[dict, np.ndarray]:
-    data = load_array_file(path)
-    feeds = model_feeds(data, input_names, path)
+def _evaluation_data(args, inputs, model) -> tuple[dict, np.ndarray]:
+    """Feeds and labels from an .npz, a CIFAR binary folder or an image folder (``--data``)."""
+    path = args.data
+    if os.path.isdir(path):
+        if len(inputs) != 1:
+            raise InputError(f"{path}: a data folder feeds single-input models only; this model has {len(inputs)} inputs")
+        x, y = load_folder(path, inputs[0].shape, parse_floats(args.mean), parse_floats(args.std), args.split, args.limit)
+        data, feeds = {"y": y}, {inputs[0].name: x}
+    else:
+        data = load_array_file(path)
+        feeds = model_feeds(data, [i.name for i in inputs], path)
+        if args.limit:
+            feeds = {k: v[:args.limit] for k, v in feeds.items()}
+            if isinstance(data, dict) and "y" in data:
+                data = dict(data, y=data["y"][:args.limit])
     n = len(next(iter(feeds.values())))
     dims = model.graph.output[0].type.tensor_type.shape.dim
     n_classes = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
@@ -240,7 +258,7 @@ def cmd_evaluate(args) -> int:
     calib = load_array_file(args.calib)
     snn = convert(args.model, calib, timesteps=max(args.timesteps), progress=None if not args.quiet else False, **_conversion_kwargs(args))
     inputs = model_inputs(snn.model)
-    feeds, y = _evaluation_data(args.data, [i.name for i in inputs], snn.model)
+    feeds, y = _evaluation_data(args, inputs, snn.model)
     results = evaluate(snn, args.model, check_feeds(inputs, feeds), y, args.timesteps, args.threads, None if not args.quiet else False)
     _finish_evaluation(args, results)
     return 0
