@@ -65,11 +65,12 @@ def spikingjelly_net(snn_model, threads):
     neurons = {}
     for s in plan.neurons:
         p = s.neuron
-        if p.reset != "subtract" or np.any(p.v_init != 0):
-            return None, "zero-reset or v_init neurons are not mapped"
+        if p.reset != "subtract":
+            return None, "zero-reset neurons are not mapped"
         # Per-channel V_th: a unit-threshold IFNode on (x + shift) / V_th, spikes scaled back by V_th.
         neurons[s.name] = (neuron.IFNode(v_threshold=1.0, v_reset=None, step_mode="m"),
-                           torch.from_numpy(p.v_th.copy()), torch.from_numpy(p.shift.copy()))
+                           torch.from_numpy(p.v_th.copy()), torch.from_numpy(p.shift.copy()),
+                           torch.from_numpy((p.v_init / p.v_th).astype(np.float32)))
 
     def forward(x, timesteps):
         env = dict(consts)
@@ -79,9 +80,10 @@ def spikingjelly_net(snn_model, threads):
             merge = lambda t: t.flatten(0, 1)  # noqa: E731 - multi-step layers run on (T*B, ...)
             split = lambda t: t.reshape((timesteps, -1) + tuple(t.shape[1:]))  # noqa: E731
             if s.neuron is not None:
-                node, v_th, shift = neurons[s.name]
+                node, v_th, shift, v0 = neurons[s.name]
                 view = (-1,) + (1,) * (a[0].dim() - 3)  # channel axis 2 of (T, B, C, ...)
                 v_th, shift = v_th.view(view), shift.view(view)
+                node.v = v0.view(view).expand(a[0].shape[1:]).clone()  # initial membrane (scaled), per sample
                 y = node((a[0] + shift) / v_th) * v_th
             elif s.op == "Conv":
                 y = split(F.conv2d(merge(a[0]), a[1], a[2], stride=s.attrs.get("strides", [1, 1]),
@@ -103,7 +105,7 @@ def spikingjelly_net(snn_model, threads):
 
     def run(x, timesteps):
         with torch.no_grad():
-            for node, _, _ in neurons.values():
+            for node, *_ in neurons.values():
                 functional.reset_net(node)
             return forward(torch.from_numpy(x), timesteps).numpy()
     import spikingjelly

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from .kernels.conv import conv2d_events, conv2d_events_unit_w, im2col, tap_targets
+from .kernels.conv import conv2d_events, conv2d_events_if, im2col, tap_targets
 from .kernels.dense import matmul_events
 from .kernels.neuron import BLOCK, if_layer_state
 from .kernels.pool import avg_pool2d
@@ -33,10 +33,10 @@ def _prod(shape) -> int:
 
 
 # Auto path rule: event-driven scatter when at most this fraction of a layer's inputs is non-zero, otherwise the
-# dense float64 BLAS path. Measured on the benchmark machine (docs/runtime.md): the event kernels cost about
-# 0.15-0.45 ns per synaptic op per thread and the dense path 0.1-0.3 ns per MAC (im2col included) for 16-64
-# channels, so the crossover lies between 1/3 and 2/3; below it the event path wins by 1/density.
-EVENT_MAX_DENSITY = 0.4
+# dense float64 BLAS path (im2col + dgemm). Measured on the benchmark machine (docs/runtime.md) for the bundled
+# CNNs' 16-64 channel layers: about 0.15-0.45 ns per synaptic op per thread (event) against 0.1-0.5 ns per MAC
+# (dense, im2col included), so the crossover lies between densities 1/3 and 1; below it the event path wins.
+EVENT_MAX_DENSITY = 0.5
 MODES = ("auto", "event", "dense")
 DENSE_BLOCK_BYTES = 8 << 20  # im2col buffer per BLAS call: bounded memory whatever the batch
 
@@ -149,10 +149,7 @@ def conv_rows(step: Step, x: np.ndarray, cw: ConvWeights, path: str) -> np.ndarr
     ho, wo = cw.out_hw
     out = np.empty((x.shape[0], cw.bias.shape[0], ho, wo), np.float32)
     if path == "event":
-        if cw.wflip.size:
-            conv2d_events_unit_w(x, cw.wflip, cw.bias, cw.rows, cw.pad_w, out, _blocks(x.shape[0]))
-        else:
-            conv2d_events(x, cw.wt, cw.bias, cw.rows, cw.cols, cw.groups, out, _blocks(x.shape[0]))
+        conv2d_events(x, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, out, _blocks(x.shape[0]))
         return out
     groups, k, og = cw.wmat.shape
     cg = k // (cw.rows.shape[1] * cw.cols.shape[1])
@@ -186,6 +183,31 @@ def _conv(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value |
     if x.ndim - lead == 2:
         out = out[:, :, 0, :]
     return out.reshape(x.shape[:lead] + out.shape[1:]), dyn
+
+
+def _conv_neuron(step: Step, neuron: Step, args: list, cache: KernelCache, timesteps: int,
+                 v: np.ndarray | None) -> tuple[Value, np.ndarray, np.ndarray] | None:
+    """Conv on spikes fused with the neuron layer it feeds (its only reader), on the event path: the current
+    is integrated per sample and step while in cache and never stored. None when not applicable."""
+    (x, dyn), w = args[0], args[1]
+    b_val = args[2] if len(args) > 2 else None
+    if not dyn or w[1] or (b_val is not None and b_val[1]) or x.ndim != 5:
+        return None
+    in_shape = x.shape[1:]
+    cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b_val[0] if b_val is not None else None, in_shape))
+    xs = np.ascontiguousarray(x, dtype=np.float32)
+    if cache.choose(step, xs) != "event":
+        return None
+    n_out, (ho, wo) = cw.bias.shape[0], cw.out_hw
+    p = neuron.neuron
+    v_th, shift, v_init = (np.ascontiguousarray(np.broadcast_to(a, (n_out,))) for a in p.per_channel())
+    if v is None:
+        v = np.tile(np.repeat(v_init, ho * wo), x.shape[1])
+    spikes = np.empty((timesteps, x.shape[1], n_out, ho, wo), np.float32)
+    counts = np.zeros((_blocks(x.shape[1]), timesteps), np.int64)
+    conv2d_events_if(xs, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, v_th, shift,
+                     p.reset == "subtract", v, spikes, counts)
+    return (spikes, True), counts.sum(axis=0), v
 
 
 def _matmul_weights(step: Step, args: list):
@@ -311,11 +333,31 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
     times: dict[str, float] = {}
     shapes: dict[str, tuple] = {}
     cache.paths = {}
+    output_names = {o.name for o in plan.outputs}
+    fused: Step | None = None
     start = time.perf_counter()
     for index, step in enumerate(plan.steps):
+        if step is fused:  # already computed with the Conv before it
+            continue
         t0 = time.perf_counter()
         args = [env[name] if name else None for name in step.inputs]
-        if step.neuron is not None:
+        follower = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
+        value = None
+        if step.op == "Conv" and follower is not None and follower.neuron is not None and follower.inputs[0] == step.outputs[0] \
+                and len(plan.consumers.get(step.outputs[0], [])) == 1 and step.outputs[0] not in output_names:
+            done = _conv_neuron(step, follower, args, cache, timesteps, state.membranes.get(follower.name))
+            if done is not None:
+                value, counts[follower.name], state.membranes[follower.name] = done
+                fused = follower
+                shapes[step.outputs[0]] = value[0].shape[1:]
+                step = follower  # what follows records the neuron's output and frees the Conv's inputs
+                for name in plan.steps[index].inputs:
+                    if plan.last_use.get(name) == index:
+                        env.pop(name, None)
+                index += 1
+        if value is not None:
+            results = [value]
+        elif step.neuron is not None:
             value, counts[step.name], state.membranes[step.name] = _neuron(step, args[0], timesteps, state.membranes.get(step.name))
             results = [value]
         elif all(name in state.static for name in step.outputs):
@@ -336,7 +378,7 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
             shapes[name] = value[0].shape[1:] if value[1] else np.shape(value[0])
         for name in step.inputs:  # free what no later step reads: bounded peak memory, recycled buffers
             if plan.last_use.get(name) == index:
-                del env[name]
+                env.pop(name, None)
         times[step.name] = time.perf_counter() - t0
     done = state.steps_done
     steps = np.arange(done + 1, done + timesteps + 1, dtype=np.float64)

@@ -119,3 +119,26 @@ def test_stats_dense_mac_equivalent():
     assert first["dense_macs"] == 32 * 6 * 10 * 24 and second["dense_macs"] == 24 * 6 * 10 * 5
     assert sess.stats["total_dense_macs"] == first["dense_macs"] + second["dense_macs"]
     assert first["synops"] <= first["dense_macs"]
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3]], ids=["unit-width", "strided", "depthwise"])
+def test_fused_conv_neuron_equals_conv_then_neuron(rng, case):
+    """The fused Conv+IF kernel gives the same spikes, counts and membranes as the two kernels one after the other,
+    for 1 and 2 threads."""
+    from runtime.engine import _conv_neuron, _neuron
+    from runtime.format import NeuronParams
+    step, w, b = conv_case(rng, case)
+    x = spikes(rng, (5, 3, case["c_in"], 9, 11), density=0.3)
+    params = NeuronParams(np.abs(rng.standard_normal(case["c_out"])).astype(np.float32) + 0.5,
+                          np.full(1, 0.05, np.float32), np.full(1, 0.25, np.float32), "subtract")
+    neuron = Step("if", "IFNeuron", ("y",), ("s",), {}, params)
+    args = [(x, True), (w, False), (b, False)]
+    current, _ = _conv(step, args, KernelCache("event"), 5)
+    want, want_counts, want_v = _neuron(neuron, (current, True), 5, None)
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        numba.set_num_threads(threads)
+        (got, _), got_counts, got_v = _conv_neuron(step, neuron, args, KernelCache("event"), 5, None)
+        np.testing.assert_array_equal(got, want[0])
+        np.testing.assert_array_equal(got_counts, want_counts)
+        np.testing.assert_array_equal(got_v, want_v)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)

@@ -42,86 +42,133 @@ def _store(acc, out, b):
                 out[b, o, i, j] = np.float32(acc[(i * wo + j) * n_out + o])
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def conv2d_events(x, wt, bias, rows, cols, groups, out, n_blocks):
-    """out[b] = conv(x[b]) + bias for every sample b, touching only non-zero inputs (any stride/dilation/groups).
-
-    x: (B, C, H, W) float32. wt: (Cg * KH * KW * O,) float64, the weight as (Cg, KH, KW, O), flattened.
-    bias: (O,) float64. rows: (H, KH) and cols: (W, KW) from ``tap_targets``. out: (B, O, Ho, Wo) float32.
-    """
-    n_batch, n_in, height, width = x.shape
-    n_out = bias.shape[0]
-    kh, kw = rows.shape[1], cols.shape[1]
-    cg = n_in // groups
-    ho, wo = out.shape[2], out.shape[3]
-    og = np.uint64(n_out // groups)
-    per = (n_batch + n_blocks - 1) // n_blocks
-    for blk in prange(n_blocks):
-        acc = np.empty(ho * wo * n_out, np.float64)
-        for b in range(blk * per, min(n_batch, (blk + 1) * per)):
-            _fill_bias(acc, bias, ho * wo)
-            for c in range(n_in):
-                g = c // cg
-                ci = c - g * cg
-                o0 = g * (n_out // groups)
-                for y in range(height):
-                    for xx in range(width):
-                        val = np.float64(x[b, c, y, xx])
-                        if val == 0.0:
-                            continue
-                        for ky in range(kh):
-                            i = rows[y, ky]
-                            if i < 0:
-                                continue
-                            for kx in range(kw):
-                                j = cols[xx, kx]
-                                if j < 0:
-                                    continue
-                                a = np.uint64((i * wo + j) * n_out + o0)
-                                w0 = np.uint64(((ci * kh + ky) * kw + kx) * n_out + o0)
-                                for o in range(og):
-                                    acc[a + o] += val * wt[w0 + o]
-            _store(acc, out, b)
-
-
-@njit(parallel=True, cache=True, fastmath=False)
-def conv2d_events_unit_w(x, wflip, bias, rows, pad_w, out, n_blocks):
-    """The common case (groups 1, stride 1 and dilation 1 along the width) with one contiguous add per kernel row.
-
-    A spike at column xx reaches output columns xx + pad_w - kx; with the kx axis of the weight reversed
-    (wflip: (C, KH, KW, O) float64 flattened, kx reversed) those KW * O targets and weights are both contiguous.
-    """
-    n_batch, n_in, height, width = x.shape
-    n_out = bias.shape[0]
+@njit(cache=True, inline="always")
+def _scatter_unit(acc, x, b, wflip, rows, pad_w, n_out, wo):
+    n_in, height, width = x.shape[1], x.shape[2], x.shape[3]
     kh = rows.shape[1]
     kw = wflip.shape[0] // (n_in * kh * n_out)
-    ho, wo = out.shape[2], out.shape[3]
+    for c in range(n_in):
+        for y in range(height):
+            for xx in range(width):
+                val = np.float64(x[b, c, y, xx])
+                if val == 0.0:
+                    continue
+                j_first = xx + pad_w - (kw - 1)  # output column reached through the last tap
+                f0 = max(0, -j_first)
+                f1 = min(kw, wo - j_first)
+                if f1 <= f0:
+                    continue
+                length = np.uint64((f1 - f0) * n_out)
+                for ky in range(kh):
+                    i = rows[y, ky]
+                    if i < 0:
+                        continue
+                    a = np.uint64((i * wo + j_first + f0) * n_out)
+                    w0 = np.uint64(((c * kh + ky) * kw + f0) * n_out)
+                    for o in range(length):
+                        acc[a + o] += val * wflip[w0 + o]
+
+
+@njit(cache=True, inline="always")
+def _scatter_any(acc, x, b, wt, rows, cols, groups, n_out, wo):
+    n_in, height, width = x.shape[1], x.shape[2], x.shape[3]
+    kh, kw = rows.shape[1], cols.shape[1]
+    cg = n_in // groups
+    og = np.uint64(n_out // groups)
+    for c in range(n_in):
+        g = c // cg
+        ci = c - g * cg
+        o0 = g * (n_out // groups)
+        for y in range(height):
+            for xx in range(width):
+                val = np.float64(x[b, c, y, xx])
+                if val == 0.0:
+                    continue
+                for ky in range(kh):
+                    i = rows[y, ky]
+                    if i < 0:
+                        continue
+                    for kx in range(kw):
+                        j = cols[xx, kx]
+                        if j < 0:
+                            continue
+                        a = np.uint64((i * wo + j) * n_out + o0)
+                        w0 = np.uint64(((ci * kh + ky) * kw + kx) * n_out + o0)
+                        for o in range(og):
+                            acc[a + o] += val * wt[w0 + o]
+
+
+@njit(cache=True, inline="always")
+def _accumulate(acc, x, b, wt, wflip, bias, rows, cols, pad_w, groups, wo):
+    """acc (Ho*Wo*O, channels-last float64) = bias + conv(x[b]), from the non-zero inputs of x[b] only.
+
+    ``wflip`` non-empty: the common case (groups 1, unit stride and dilation along the width), with the
+    weight (C, KH, KW, O) kx-reversed so that a spike at column xx, which reaches output columns xx + pad_w - kx,
+    adds one contiguous KW * O block per kernel row. Otherwise ``wt`` (Cg, KH, KW, O), tap by tap.
+    """
+    n_out = bias.shape[0]
+    _fill_bias(acc, bias, acc.shape[0] // n_out)
+    if wflip.shape[0] > 0:
+        _scatter_unit(acc, x, b, wflip, rows, pad_w, n_out, wo)
+    else:
+        _scatter_any(acc, x, b, wt, rows, cols, groups, n_out, wo)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def conv2d_events(x, wt, wflip, bias, rows, cols, pad_w, groups, out, n_blocks):
+    """out[b] = conv(x[b]) + bias for every sample b, touching only non-zero inputs (any stride/dilation/groups).
+
+    x: (B, C, H, W) float32. wt: (Cg * KH * KW * O,) float64, the weight as (Cg, KH, KW, O), flattened; wflip: see
+    ``_accumulate`` (empty when not applicable). bias: (O,) float64. rows: (H, KH) and cols: (W, KW) from
+    ``tap_targets``. out: (B, O, Ho, Wo) float32.
+    """
+    n_batch = x.shape[0]
+    n_out, ho, wo = out.shape[1], out.shape[2], out.shape[3]
     per = (n_batch + n_blocks - 1) // n_blocks
     for blk in prange(n_blocks):
         acc = np.empty(ho * wo * n_out, np.float64)
         for b in range(blk * per, min(n_batch, (blk + 1) * per)):
-            _fill_bias(acc, bias, ho * wo)
-            for c in range(n_in):
-                for y in range(height):
-                    for xx in range(width):
-                        val = np.float64(x[b, c, y, xx])
-                        if val == 0.0:
-                            continue
-                        j_first = xx + pad_w - (kw - 1)  # output column of the last (reversed-first) tap
-                        f0 = max(0, -j_first)
-                        f1 = min(kw, wo - j_first)
-                        if f1 <= f0:
-                            continue
-                        length = np.uint64((f1 - f0) * n_out)
-                        for ky in range(kh):
-                            i = rows[y, ky]
-                            if i < 0:
-                                continue
-                            a = np.uint64((i * wo + j_first + f0) * n_out)
-                            w0 = np.uint64(((c * kh + ky) * kw + f0) * n_out)
-                            for o in range(length):
-                                acc[a + o] += val * wflip[w0 + o]
+            _accumulate(acc, x, b, wt, wflip, bias, rows, cols, pad_w, groups, wo)
             _store(acc, out, b)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, v_th, shift, subtract, v, spikes, counts):
+    """Conv followed by its integrate-and-fire layer, fused: the current of a sample and step is integrated while
+    it is in cache and never stored. Each thread owns whole samples for all T steps (their membranes too).
+
+    x: (T, N, C, H, W) float32 spikes. v_th, shift: (O,) float32. v: (N * O * Ho * Wo,) float32 membranes, updated.
+    spikes: (T, N, O, Ho, Wo) float32 out. counts: (n_blocks, T) int64 spikes per block of samples and step.
+    The neuron update is the same float32 arithmetic as ``if_layer_state``, on the same float32 current.
+    """
+    timesteps, n_batch = x.shape[0], x.shape[1]
+    n_out, ho, wo = spikes.shape[2], spikes.shape[3], spikes.shape[4]
+    n_blocks = counts.shape[0]
+    per = (n_batch + n_blocks - 1) // n_blocks
+    plane = ho * wo
+    for blk in prange(n_blocks):
+        acc = np.empty(plane * n_out, np.float64)
+        for n in range(blk * per, min(n_batch, (blk + 1) * per)):
+            base = n * n_out * plane
+            for t in range(timesteps):
+                _accumulate(acc, x[t], n, wt, wflip, bias, rows, cols, pad_w, groups, wo)
+                fired = 0
+                for o in range(n_out):
+                    th = v_th[o]
+                    sh = shift[o]
+                    for i in range(ho):
+                        for j in range(wo):
+                            p = i * wo + j
+                            m = base + o * plane + p
+                            vk = v[m] + (np.float32(acc[p * n_out + o]) + sh)
+                            if vk >= th:
+                                spikes[t, n, o, i, j] = th
+                                vk = vk - th if subtract else np.float32(0.0)
+                                fired += 1
+                            else:
+                                spikes[t, n, o, i, j] = 0.0
+                            v[m] = vk
+                counts[blk, t] += fired
 
 
 @njit(parallel=True, cache=True, fastmath=False)

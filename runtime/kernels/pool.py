@@ -1,4 +1,4 @@
-"""Average pooling over the last two axes of (B, C, H, W), one thread per (sample, channel) plane."""
+"""Average pooling over the last two axes of (B, C, H, W), one thread per block of (sample, channel) planes."""
 import numpy as np
 from numba import njit, prange
 
@@ -9,13 +9,18 @@ def avg_pool2d(x, geometry, divisor, out):
 
     geometry: int64 [kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left]; windows are clipped to the
     input, and ``divisor`` holds each window's count (ONNX's count_include_pad and ceil_mode decide it).
+    Planes are flattened and indexed with unsigned offsets (no wraparound checks in the inner loops).
     """
     n_batch, n_ch, height, width = x.shape
     ho, wo = out.shape[2], out.shape[3]
     kh, kw, sh, sw, pt, pl = geometry[0], geometry[1], geometry[2], geometry[3], geometry[4], geometry[5]
-    for plane in prange(n_batch * n_ch):
-        b = plane // n_ch
-        c = plane - b * n_ch
+    planes = n_batch * n_ch
+    xf = x.reshape(planes, height * width)
+    of = out.reshape(planes, ho * wo)
+    div = divisor.astype(np.float64).reshape(ho * wo)
+    for plane in prange(planes):
+        src = xf[plane]
+        dst = of[plane]
         for i in range(ho):
             y0 = i * sh - pt
             ys, ye = max(y0, 0), min(y0 + kh, height)
@@ -24,6 +29,7 @@ def avg_pool2d(x, geometry, divisor, out):
                 xs, xe = max(x0, 0), min(x0 + kw, width)
                 acc = 0.0
                 for y in range(ys, ye):
+                    row = np.uint64(y * width)
                     for xx in range(xs, xe):
-                        acc += x[b, c, y, xx]
-                out[b, c, i, j] = np.float32(acc / np.float64(divisor[i, j]))
+                        acc += src[row + np.uint64(xx)]
+                dst[np.uint64(i * wo + j)] = np.float32(acc / div[i * wo + j])
