@@ -29,6 +29,9 @@ Outputs (in the directory of this script unless ``--out-dir`` is given):
 * ``digits_cnn.onnx``, ``mnist_vgg.onnx``, ``mnist_resnet.onnx`` -- exported
   with the legacy TorchScript exporter, opset 13, input ``image`` and output
   ``logits`` (raw logits, no softmax), dynamic batch dimension ``N``.
+* ``digits_maxpool.onnx`` (MaxPool CNN), ``*_s1.onnx`` (same kinds, seed 1: held-out models for the
+  conversion benchmark), ``mnist_vgg_clip.onnx`` (MnistVGG trained with learned clipped ReLUs), and a
+  ``<name>.pt`` state_dict next to every model.
 * ``models.json`` -- metadata (accuracy measured with onnxruntime on the
   evaluation split, parameter counts, training time, regeneration command).
 
@@ -56,7 +59,8 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEED = 0
-ALL_MODELS = ("digits_cnn", "mnist_vgg", "mnist_resnet")
+ALL_MODELS = ("digits_cnn", "mnist_vgg", "mnist_resnet", "digits_maxpool",
+              "mnist_vgg_s1", "mnist_resnet_s1", "digits_maxpool_s1", "mnist_vgg_clip")
 
 
 # --------------------------------------------------------------------------
@@ -131,6 +135,42 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+class DigitsMaxPoolCNN(DigitsCNN):
+    """DigitsCNN with MaxPool instead of AvgPool: needs spiking max pooling in the SNN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features[6] = nn.MaxPool2d(2)
+
+
+class ClippedReLU(nn.Module):
+    """min(relu(x), b) with a learned bound b (the threshold-ReLU training recipe); exports as Clip(0, b)."""
+
+    def __init__(self, bound: float = 2.0) -> None:
+        super().__init__()
+        self.bound = nn.Parameter(torch.tensor(float(bound)))
+
+    def forward(self, x):
+        if torch.onnx.is_in_onnx_export():
+            return torch.clamp(x, 0.0, float(self.bound))
+        return torch.minimum(F.relu(x), self.bound)
+
+
+class MnistVGGClipped(nn.Module):
+    """MnistVGG with every ReLU a ClippedReLU: the ANN trained for conversion."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = MnistVGG()
+        for seq in (self.net.features, self.net.classifier):
+            for i, m in enumerate(seq):
+                if isinstance(m, nn.ReLU):
+                    seq[i] = ClippedReLU()
+
+    def forward(self, x):
+        return self.net(x)
 
 
 def _conv_bn_relu(cin: int, cout: int):
@@ -210,6 +250,13 @@ CONFIGS = {
     "digits_cnn": dict(build=DigitsCNN, data="digits", epochs=15, lr=2e-3, batch=32, shift=0, wd=0.0),
     "mnist_vgg": dict(build=MnistVGG, data="mnist", epochs=15, lr=2e-3, batch=64, shift=2, wd=1e-4),
     "mnist_resnet": dict(build=MnistResNet, data="mnist", epochs=12, lr=2e-3, batch=64, shift=2, wd=1e-4),
+    "digits_maxpool": dict(build=DigitsMaxPoolCNN, data="digits", epochs=15, lr=2e-3, batch=32, shift=0, wd=0.0),
+    # Held-out models for the conversion benchmark's "never seen" check: same kinds, another seed.
+    "mnist_vgg_s1": dict(build=MnistVGG, data="mnist", epochs=15, lr=2e-3, batch=64, shift=2, wd=1e-4, seed=1),
+    "mnist_resnet_s1": dict(build=MnistResNet, data="mnist", epochs=12, lr=2e-3, batch=64, shift=2, wd=1e-4, seed=1),
+    "digits_maxpool_s1": dict(build=DigitsMaxPoolCNN, data="digits", epochs=15, lr=2e-3, batch=32, shift=0, wd=0.0, seed=1),
+    # The threshold-ReLU training recipe: MnistVGG with learned clipped ReLUs (docs/quality.md compares it).
+    "mnist_vgg_clip": dict(build=MnistVGGClipped, data="mnist", epochs=15, lr=2e-3, batch=64, shift=2, wd=1e-4),
 }
 
 
@@ -244,7 +291,8 @@ def torch_predict(model: nn.Module, x: np.ndarray, batch: int = 500) -> np.ndarr
 
 
 def train(name: str, cfg: dict, splits: dict):
-    set_seeds(SEED)
+    seed = cfg.get("seed", SEED)
+    set_seeds(seed)
     model = cfg["build"]()
     xtr, ytr = (torch.from_numpy(a) for a in splits["train"])
     xcal, ycal = splits["calib"]
@@ -253,7 +301,7 @@ def train(name: str, cfg: dict, splits: dict):
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg["lr"], epochs=cfg["epochs"], steps_per_epoch=steps_per_epoch
     )
-    gen = torch.Generator().manual_seed(SEED)
+    gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     for epoch in range(cfg["epochs"]):
         model.train()
@@ -365,6 +413,7 @@ def main(argv=None) -> int:
         path = os.path.join(args.out_dir, fn)
         x_eval, y_eval = splits["eval"]
         res = export_and_verify(model, path, x_eval, y_eval)
+        torch.save(model.state_dict(), os.path.join(args.out_dir, f"{name}.pt"))  # for PyTorch-side converters
         n_params = sum(p.numel() for p in model.parameters())
         print(
             f"  {fn}: onnxruntime eval acc {res['accuracy']:.4f} (torch {res['torch_accuracy']:.4f}), "

@@ -1,0 +1,243 @@
+"""Conversion quality: SNN accuracy vs T for every conversion method, ours and SpikingJelly's, in one run.
+
+Rows per model: (a) classic max normalisation, zero reset, no shift; (b) 99.9th percentile, soft reset;
+(c) the paper: max, soft reset, shift V_th/(2T); (d) ours: optimal (SNN-side layer-wise calibration,
+v_init V_th/2, per-channel bias correction); (e) SpikingJelly 2.x's own converter on the same weights (needs
+the [bench] extra), each recipe. Our SNNs run in runtime.InferenceSession. Methods whose SNN does not depend
+on T are simulated once for the largest T and read out after every step (run_trace); T-specific ones
+((c), (d)) are converted and run once per T. SpikingJelly models are rebuilt in PyTorch from the ONNX
+file (same graph, same weights: checked against onnxruntime) and read out by their output average.
+
+    python benchmarks/accuracy_vs_T.py [--models mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool]
+        [--timesteps 1,2,4,...,256] [--limit N] [--json R.json] [--plot P.png] [--no-spikingjelly]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+import converter
+from runtime import InferenceSession
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.join(HERE, "..", "models")
+DATASET = {"mnist_vgg": "mnist", "mnist_resnet": "mnist", "digits_cnn": "digits", "digits_maxpool": "digits",
+           "mnist_vgg_s1": "mnist", "mnist_resnet_s1": "mnist", "digits_maxpool_s1": "digits", "mnist_vgg_clip": "mnist"}
+OURS = {  # label -> (convert settings, T-specific?)
+    "(a) max, zero reset, no shift": (dict(threshold="max", reset="zero", shift="none", v_init=0.0), False),
+    "(b) p99.9, soft reset": (dict(threshold="p99.9", shift="none", v_init=0.0), False),
+    "(c) paper: max, soft reset, shift V/2T": (dict(threshold="max", shift="half", v_init=0.0), True),
+    "(d) ours: optimal": (dict(threshold="optimal"), True),
+}
+REPORT_T = (1, 2, 4, 8, 16, 32)
+
+
+def data(model: str, limit: int):
+    ds = DATASET[model]
+    calib = np.load(os.path.join(MODELS, f"{ds}_calib.npz"))["image"]
+    ev = np.load(os.path.join(MODELS, f"{ds}_eval.npz"))
+    x, y = ev["image"], ev["y"]
+    return calib, (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def ours(path: str, calib, x, y, timesteps: list[int]) -> dict[str, dict[int, float]]:
+    rows = {}
+    base = converter.convert(path, calib, timesteps=timesteps[-1], threshold="max", progress=False)
+    for label, (settings, per_t) in OURS.items():
+        t0 = time.perf_counter()
+        acc = {}
+        if per_t:
+            for steps in timesteps:
+                snn = base.with_settings(timesteps=steps, **settings)
+                out = InferenceSession(snn.model).run(None, {"image": x}, timesteps=steps)[0]
+                acc[steps] = float(np.mean(out.argmax(1) == y))
+        else:
+            snn = base.with_settings(timesteps=timesteps[-1], **settings)
+            trace = InferenceSession(snn.model).run_trace(None, {"image": x}, timesteps=timesteps[-1])[0]
+            acc = {steps: float(np.mean(trace[steps - 1].argmax(1) == y)) for steps in timesteps}
+        rows[label] = acc
+        print(f"    {label}: {time.perf_counter() - t0:.0f}s  " + " ".join(f"{t}:{100 * a:.1f}" for t, a in acc.items()), flush=True)
+    return rows
+
+
+def torch_from_onnx(path: str):
+    """The ONNX graph as a torch.nn.Module: Conv/Gemm/pools/ReLU modules, so converters can find the ReLUs."""
+    import onnx
+    import torch
+    import torch.nn as nn
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
+    attrs = lambda node: {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ops, self.wiring = nn.ModuleList(), []
+            for node in model.graph.node:
+                a = attrs(node)
+                if node.op_type == "Conv":
+                    w = inits[node.input[1]]
+                    m = nn.Conv2d(w.shape[1] * a.get("group", 1), w.shape[0], tuple(w.shape[2:]), stride=tuple(a.get("strides", [1, 1])),
+                                  padding=tuple(a.get("pads", [0, 0, 0, 0])[:2]), groups=a.get("group", 1), bias=len(node.input) > 2)
+                    m.weight.data = w
+                    if len(node.input) > 2:
+                        m.bias.data = inits[node.input[2]]
+                elif node.op_type == "Gemm":
+                    w = inits[node.input[1]]
+                    w = w if a.get("transB", 0) else w.T
+                    m = nn.Linear(w.shape[1], w.shape[0])
+                    m.weight.data, m.bias.data = w.contiguous(), inits[node.input[2]]
+                elif node.op_type == "Relu":
+                    m = nn.ReLU()
+                elif node.op_type in ("AveragePool", "MaxPool"):
+                    cls = nn.AvgPool2d if node.op_type == "AveragePool" else nn.MaxPool2d
+                    m = cls(tuple(a["kernel_shape"]), stride=tuple(a.get("strides", a["kernel_shape"])), padding=tuple(a.get("pads", [0, 0, 0, 0])[:2]))
+                elif node.op_type == "GlobalAveragePool":
+                    m = nn.AdaptiveAvgPool2d(1)
+                elif node.op_type == "Flatten":
+                    m = nn.Flatten()
+                elif node.op_type == "Add":
+                    m = Add()
+                else:
+                    raise ValueError(f"{path}: op {node.op_type} not rebuilt in PyTorch")
+                self.ops.append(m)
+                self.wiring.append(([i for i in node.input if i not in inits], node.output[0]))
+            self.output = model.graph.output[0].name
+
+        def forward(self, x):
+            env = {"image": x}
+            for op, (inputs, output) in zip(self.ops, self.wiring):
+                env[output] = op(*[env[i] for i in inputs])
+            return env[self.output]
+
+    class Add(nn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    return Net().eval()
+
+
+def spikingjelly(path: str, calib, x, y, timesteps: list[int]) -> dict[str, dict[int, float]]:
+    import torch
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.ann2snn import Converter, LocalThresholdBalancingRecipe, RateCodingRecipe
+
+    torch.set_num_threads(2)
+    ann = torch_from_onnx(path)
+    with torch.no_grad():
+        diff = float(np.abs(ann(torch.from_numpy(x[:64])).numpy() - ort.InferenceSession(path).run(None, {"image": x[:64]})[0]).max())
+    assert diff < 1e-3, f"PyTorch rebuild of {path} differs from onnxruntime by {diff}"
+    loader = [(torch.from_numpy(calib[i:i + 100]), None) for i in range(0, len(calib), 100)]
+    recipes = {
+        "(e) SpikingJelly max": lambda: RateCodingRecipe(loader, mode="max"),
+        "(e) SpikingJelly 99.9%": lambda: RateCodingRecipe(loader, mode="99.9%"),
+        "(e) SpikingJelly channel-wise 99.9%": lambda: RateCodingRecipe(loader, mode="99.9%", channel_wise=True),
+        "(e) SpikingJelly channel-wise, half threshold, pre-spike max-pool": lambda: RateCodingRecipe(
+            loader, mode="99.9%", channel_wise=True, half_threshold=True, pre_spike_maxpool=True),
+        "(e) SpikingJelly local threshold balancing": lambda: LocalThresholdBalancingRecipe(loader * 4),
+    }
+    rows = {}
+    for label, make in recipes.items():
+        t0 = time.perf_counter()
+        snn = Converter(recipe=make(), device="cpu").convert(torch_from_onnx(path))
+        correct = {steps: 0 for steps in timesteps}
+        with torch.no_grad():
+            for i in range(0, len(x), 250):
+                xb, total = torch.from_numpy(x[i:i + 250]), 0
+                functional.reset_net(snn)
+                for t in range(1, timesteps[-1] + 1):
+                    total = total + snn(xb)
+                    if t in correct:
+                        correct[t] += int((total.argmax(1).numpy() == y[i:i + 250]).sum())
+        rows[label] = {steps: c / len(y) for steps, c in correct.items()}
+        print(f"    {label}: {time.perf_counter() - t0:.0f}s  " + " ".join(f"{t}:{100 * a:.1f}" for t, a in rows[label].items()), flush=True)
+    return rows
+
+
+def lossless_t(acc: dict[int, float], ann: float) -> int | None:
+    """Smallest T from which on the SNN stays within 0.5 points of the ANN."""
+    ok = [t for t in sorted(acc) if all(acc[u] >= ann - 0.005 for u in acc if u >= t)]
+    return ok[0] if ok else None
+
+
+def table(results: dict) -> str:
+    lines = []
+    shown = [t for t in REPORT_T if t in results["timesteps"]]
+    for model, r in results["models"].items():
+        lines.append(f"\n{model}: ANN {100 * r['ann']:.2f}% on {r['samples']} held-out images\n")
+        lines.append("| method | T_lossless | " + " | ".join(f"T={t}" for t in shown) + " |")
+        lines.append("|---|---|" + "---|" * len(shown))
+        for label, acc in r["rows"].items():
+            acc = {int(k): v for k, v in acc.items()}
+            lt = lossless_t(acc, r["ann"])
+            lines.append(f"| {label} | {lt if lt else '>' + str(max(acc))} | " + " | ".join(f"{100 * acc[t]:.1f}" for t in shown) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(results["models"])
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        r = results["models"][model]
+        for label, acc in r["rows"].items():
+            ts = sorted(int(k) for k in acc)
+            style = "-" if label.startswith("(d)") else ("--" if label.startswith("(e)") else ":")
+            ax.plot(ts, [100 * acc[t] if t in acc else acc[str(t)] * 100 for t in ts], style, marker="o", ms=3,
+                    lw=2.5 if label.startswith("(d)") else 1.2, label=label)
+        ax.axhline(100 * r["ann"], color="k", lw=0.8, label="ANN")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("T (time steps)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{model} (ANN {100 * r['ann']:.1f}%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool")
+    ap.add_argument("--timesteps", default="1,2,4,8,16,32,64,128,256")
+    ap.add_argument("--limit", type=int, default=0, help="first N held-out images only (default: all)")
+    ap.add_argument("--json", help="write the results as JSON")
+    ap.add_argument("--plot", help="write the accuracy-vs-T plot")
+    ap.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
+    args = ap.parse_args(argv)
+    timesteps = sorted(int(t) for t in args.timesteps.split(","))
+    results = {"timesteps": timesteps, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"Python {platform.python_version()}", "command": " ".join(["python"] + sys.argv), "models": {}}
+    for model in args.models.split(","):
+        path = os.path.join(MODELS, f"{model}.onnx")
+        calib, (x, y) = data(model, args.limit)
+        ann = float(np.mean(ort.InferenceSession(path).run(None, {"image": x})[0].argmax(1) == y))
+        print(f"{model}: ANN {100 * ann:.2f}%", flush=True)
+        rows = ours(path, calib, x, y, timesteps)
+        if not args.no_spikingjelly:
+            rows.update(spikingjelly(path, calib, x, y, timesteps))
+        results["models"][model] = {"ann": ann, "samples": int(len(y)), "rows": rows}
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+    print(table(results))
+    if args.plot:
+        plot(results, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
