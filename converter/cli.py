@@ -70,20 +70,24 @@ def _shift(text: str):
 
 
 def _v_init(text: str):
-    if text == "half":
+    if text in ("half", "calibrated"):
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'half' or a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected 'half', 'calibrated' or a number, got {text!r}") from None
 
 
 def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str = "optimal") -> None:
     p.add_argument("--threshold", default=default_threshold, help=f"V_th: {METHODS_HELP} (default %(default)s)")
     p.add_argument("--shift", type=_shift, default=None, help="current shift per step: half (V_th/2T), none, or a number (default: none for optimal, half otherwise)")
     p.add_argument("--reset", choices=fmt.RESETS, default="subtract", help="reset after a spike (default %(default)s)")
-    p.add_argument("--v-init", type=lambda text: text if text == "calibrated" else _v_init(text), default=None,
+    p.add_argument("--v-init", type=_v_init, default=None,
                    help="initial membrane: a number, half (V_th/2) or calibrated (per channel; optimal only) (default: half for optimal, 0 otherwise)")
+    p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
+                   help="optimal only: do not add the per-channel shift that cancels the mean conversion error")
+    p.add_argument("--maxpool", choices=["gate", "avg"], default="gate",
+                   help="MaxPool on spikes: gate (spiking max pool, exact in the limit) or avg (approximate by AveragePool, reported)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="calibration batch size (default %(default)s)")
 
 
@@ -97,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("demo", help="convert the bundled MNIST CNN and compare ANN and SNN accuracy per T")
-    p.add_argument("--model", choices=["mnist_vgg", "mnist_resnet", "digits_cnn"], default="mnist_vgg", help="bundled model (default %(default)s)")
+    p.add_argument("--model", choices=["mnist_vgg", "mnist_resnet", "digits_cnn", "digits_maxpool"], default="mnist_vgg",
+                   help="bundled model (default %(default)s)")
     p.add_argument("--timesteps", type=_timesteps_list, default=_timesteps_list(DEMO_TIMESTEPS), help="comma-separated T values (default %(default)s)")
     p.add_argument("--limit", type=int, default=0, help="evaluate on the first N held-out samples only (default: all)")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
@@ -172,7 +177,8 @@ def _json_default(value):
 
 
 def _conversion_kwargs(args) -> dict:
-    return {"threshold": args.threshold, "shift": args.shift, "reset": args.reset, "v_init": args.v_init, "batch_size": args.batch_size}
+    return {"threshold": args.threshold, "shift": args.shift, "reset": args.reset, "v_init": args.v_init, "batch_size": args.batch_size,
+            "bias_correction": args.bias_correction, "maxpool": args.maxpool}
 
 
 def cmd_convert(args) -> int:
@@ -286,8 +292,9 @@ def cmd_demo(args) -> int:
     _say(args, f"onnx2snn demo: {args.model}.onnx (bundled), {len(calib['image'])} calibration and {len(y)} held-out images")
     start = time.perf_counter()
     snn = convert(model, calib, timesteps=max(args.timesteps), progress=None if not args.quiet else False, **_conversion_kwargs(args))
-    _say(args, f"converted in {time.perf_counter() - start:.2f} s: {len(snn.thresholds)} neuron layers, threshold {args.threshold}, "
-               f"shift {args.shift}, reset {args.reset}")
+    settings = snn.report.settings
+    _say(args, f"converted in {time.perf_counter() - start:.2f} s: {len(snn.thresholds)} neuron layers, threshold {settings['threshold']}, "
+               f"shift {settings['shift']}, v_init {settings['v_init']}, reset {settings['reset']}")
     results = evaluate(snn, model, feeds, y, args.timesteps, args.threads, None if not args.quiet else False)
     _finish_evaluation(args, results)
     return 0
