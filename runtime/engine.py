@@ -185,29 +185,56 @@ def _conv(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value |
     return out.reshape(x.shape[:lead] + out.shape[1:]), dyn
 
 
-def _conv_neuron(step: Step, neuron: Step, args: list, cache: KernelCache, timesteps: int,
+def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | None, cache: KernelCache, timesteps: int,
                  v: np.ndarray | None) -> tuple[Value, np.ndarray, np.ndarray] | None:
-    """Conv on spikes fused with the neuron layer it feeds (its only reader), on the event path: the current
-    is integrated per sample and step while in cache and never stored. None when not applicable."""
+    """Conv on spikes fused with the neuron layer it feeds (optionally through an Add of a ``residual``), on the
+    event path: the current is integrated per sample and step while in cache and never stored. None when the
+    pattern does not apply (then the nodes run one by one)."""
     (x, dyn), w = args[0], args[1]
     b_val = args[2] if len(args) > 2 else None
     if not dyn or w[1] or (b_val is not None and b_val[1]) or x.ndim != 5:
         return None
     in_shape = x.shape[1:]
     cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b_val[0] if b_val is not None else None, in_shape))
+    n_out, (ho, wo) = cw.bias.shape[0], cw.out_hw
+    out_shape = (timesteps, x.shape[1], n_out, ho, wo)
+    if residual is not None and residual.shape != out_shape:
+        return None
     xs = np.ascontiguousarray(x, dtype=np.float32)
     if cache.choose(step, xs) != "event":
         return None
-    n_out, (ho, wo) = cw.bias.shape[0], cw.out_hw
     p = neuron.neuron
     v_th, shift, v_init = (np.ascontiguousarray(np.broadcast_to(a, (n_out,))) for a in p.per_channel())
     if v is None:
         v = np.tile(np.repeat(v_init, ho * wo), x.shape[1])
-    spikes = np.empty((timesteps, x.shape[1], n_out, ho, wo), np.float32)
+    res = np.ascontiguousarray(residual, dtype=np.float32) if residual is not None else np.empty((0,) * 5, np.float32)
+    spikes = np.empty(out_shape, np.float32)
     counts = np.zeros((_blocks(x.shape[1]), timesteps), np.int64)
-    conv2d_events_if(xs, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, v_th, shift,
+    conv2d_events_if(xs, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, res, v_th, shift,
                      p.reset == "subtract", v, spikes, counts)
     return (spikes, True), counts.sum(axis=0), v
+
+
+def _fusable(plan: Plan, index: int, env: dict, outputs: set) -> tuple[list[Step], str | None] | None:
+    """Conv -> IFNeuron, or Conv -> Add(dynamic residual) -> IFNeuron, as consecutive steps whose intermediate
+    values nothing else reads: (the steps, the residual's name or None)."""
+    steps, conv = plan.steps, plan.steps[index]
+    if conv.op != "Conv" or index + 1 >= len(steps):
+        return None
+
+    def only_reader(name: str, step: Step) -> bool:
+        return name not in outputs and [s.name for s in plan.consumers.get(name, [])] == [step.name]
+
+    nxt = steps[index + 1]
+    if nxt.neuron is not None and nxt.inputs[0] == conv.outputs[0] and only_reader(conv.outputs[0], nxt):
+        return [conv, nxt], None
+    if nxt.op == "Add" and index + 2 < len(steps) and conv.outputs[0] in nxt.inputs and only_reader(conv.outputs[0], nxt):
+        neuron = steps[index + 2]
+        other = [n for n in nxt.inputs if n != conv.outputs[0]]
+        if len(other) == 1 and other[0] in env and env[other[0]][1] and neuron.neuron is not None \
+                and neuron.inputs[0] == nxt.outputs[0] and only_reader(nxt.outputs[0], neuron):
+            return [conv, nxt, neuron], other[0]
+    return None
 
 
 def _matmul_weights(step: Step, args: list):
@@ -334,27 +361,30 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
     shapes: dict[str, tuple] = {}
     cache.paths = {}
     output_names = {o.name for o in plan.outputs}
-    fused: Step | None = None
+    skip: set[str] = set()
     start = time.perf_counter()
     for index, step in enumerate(plan.steps):
-        if step is fused:  # already computed with the Conv before it
+        if step.name in skip:  # already computed, fused with the Conv before it
             continue
         t0 = time.perf_counter()
         args = [env[name] if name else None for name in step.inputs]
-        follower = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
         value = None
-        if step.op == "Conv" and follower is not None and follower.neuron is not None and follower.inputs[0] == step.outputs[0] \
-                and len(plan.consumers.get(step.outputs[0], [])) == 1 and step.outputs[0] not in output_names:
-            done = _conv_neuron(step, follower, args, cache, timesteps, state.membranes.get(follower.name))
+        chain = _fusable(plan, index, env, output_names)
+        if chain is not None:
+            steps, residual = chain
+            neuron = steps[-1]
+            done = _conv_neuron(step, neuron, args, env[residual][0] if residual else None, cache, timesteps,
+                                state.membranes.get(neuron.name))
             if done is not None:
-                value, counts[follower.name], state.membranes[follower.name] = done
-                fused = follower
-                shapes[step.outputs[0]] = value[0].shape[1:]
-                step = follower  # what follows records the neuron's output and frees the Conv's inputs
-                for name in plan.steps[index].inputs:
-                    if plan.last_use.get(name) == index:
-                        env.pop(name, None)
-                index += 1
+                value, counts[neuron.name], state.membranes[neuron.name] = done
+                skip.update(s.name for s in steps[1:])
+                for s in steps[:-1]:
+                    shapes[s.outputs[0]] = value[0].shape[1:]
+                    for name in s.inputs:
+                        if plan.last_use.get(name) == plan.steps.index(s):
+                            env.pop(name, None)
+                index += len(steps) - 1
+                step = neuron  # what follows records the neuron's output and frees its (never stored) input
         if value is not None:
             results = [value]
         elif step.neuron is not None:

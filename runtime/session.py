@@ -21,6 +21,10 @@ ENGINES = ("auto", "event", "dense", "reference")  # "numba" is accepted as "aut
 # instead of being fresh pages from the OS (page faults cost more than the simulation), large enough to keep
 # every thread busy. Peak memory is a few times this, whatever the batch size.
 DEFAULT_CHUNK_BYTES = 24 << 20
+# Below this many activations per layer (T x batch x widest layer) a layer takes well under a millisecond, and
+# waking the other threads for each of its parallel loops costs more than it saves: such runs use one thread.
+# Results do not depend on the thread count.
+SERIAL_WORK = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,8 @@ class InferenceSession:
         per_sample = sum(_prod(v.shape[1:]) for v in feeds.values()) or 1
         widest = max(per_sample, self._widest_layer(feeds))
         chunk = max(1, int(self.chunk_bytes // (4 * min(steps, early_stop or steps) * widest)))
+        if min(steps, early_stop or steps) * min(batch, chunk) * widest < SERIAL_WORK:
+            numba.set_num_threads(1)
         if self.engine == "reference" or batch <= chunk:
             return self._run_once(feeds, steps, trace, early_stop)
         parts = [self._run_once({k: v[i:i + chunk] for k, v in feeds.items()}, steps, trace, early_stop)

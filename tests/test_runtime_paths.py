@@ -121,10 +121,11 @@ def test_stats_dense_mac_equivalent():
     assert first["synops"] <= first["dense_macs"]
 
 
+@pytest.mark.parametrize("residual", [False, True], ids=["conv-if", "conv-add-if"])
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3]], ids=["unit-width", "strided", "depthwise"])
-def test_fused_conv_neuron_equals_conv_then_neuron(rng, case):
-    """The fused Conv+IF kernel gives the same spikes, counts and membranes as the two kernels one after the other,
-    for 1 and 2 threads."""
+def test_fused_conv_neuron_equals_conv_then_neuron(rng, case, residual):
+    """The fused Conv(+Add)+IF kernel gives the same spikes, counts and membranes as the kernels one after the
+    other, for 1 and 2 threads."""
     from runtime.engine import _conv_neuron, _neuron
     from runtime.format import NeuronParams
     step, w, b = conv_case(rng, case)
@@ -134,10 +135,11 @@ def test_fused_conv_neuron_equals_conv_then_neuron(rng, case):
     neuron = Step("if", "IFNeuron", ("y",), ("s",), {}, params)
     args = [(x, True), (w, False), (b, False)]
     current, _ = _conv(step, args, KernelCache("event"), 5)
-    want, want_counts, want_v = _neuron(neuron, (current, True), 5, None)
+    res = spikes(rng, current.shape, density=0.3, v_th=0.6) if residual else None
+    want, want_counts, want_v = _neuron(neuron, (current + res if residual else current, True), 5, None)
     for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
         numba.set_num_threads(threads)
-        (got, _), got_counts, got_v = _conv_neuron(step, neuron, args, KernelCache("event"), 5, None)
+        (got, _), got_counts, got_v = _conv_neuron(step, neuron, args, res, KernelCache("event"), 5, None)
         np.testing.assert_array_equal(got, want[0])
         np.testing.assert_array_equal(got_counts, want_counts)
         np.testing.assert_array_equal(got_v, want_v)

@@ -43,16 +43,27 @@ def _store(acc, out, b):
 
 
 @njit(cache=True, inline="always")
+def _row_events(x, b, c, y, cols):
+    """Columns of the non-zero inputs of row x[b, c, y] into ``cols``; their count. Branch-free: spikes are
+    sparse and random, so a branch per input would be mispredicted at every spike."""
+    n = 0
+    for xx in range(x.shape[3]):
+        cols[n] = xx
+        n += x[b, c, y, xx] != 0.0
+    return n
+
+
+@njit(cache=True, inline="always")
 def _scatter_unit(acc, x, b, wflip, rows, pad_w, n_out, wo):
     n_in, height, width = x.shape[1], x.shape[2], x.shape[3]
     kh = rows.shape[1]
     kw = wflip.shape[0] // (n_in * kh * n_out)
+    events = np.empty(width, np.int64)
     for c in range(n_in):
         for y in range(height):
-            for xx in range(width):
+            for e in range(_row_events(x, b, c, y, events)):
+                xx = events[e]
                 val = np.float64(x[b, c, y, xx])
-                if val == 0.0:
-                    continue
                 j_first = xx + pad_w - (kw - 1)  # output column reached through the last tap
                 f0 = max(0, -j_first)
                 f1 = min(kw, wo - j_first)
@@ -75,15 +86,15 @@ def _scatter_any(acc, x, b, wt, rows, cols, groups, n_out, wo):
     kh, kw = rows.shape[1], cols.shape[1]
     cg = n_in // groups
     og = np.uint64(n_out // groups)
+    events = np.empty(width, np.int64)
     for c in range(n_in):
         g = c // cg
         ci = c - g * cg
         o0 = g * (n_out // groups)
         for y in range(height):
-            for xx in range(width):
+            for e in range(_row_events(x, b, c, y, events)):
+                xx = events[e]
                 val = np.float64(x[b, c, y, xx])
-                if val == 0.0:
-                    continue
                 for ky in range(kh):
                     i = rows[y, ky]
                     if i < 0:
@@ -133,11 +144,12 @@ def conv2d_events(x, wt, wflip, bias, rows, cols, pad_w, groups, out, n_blocks):
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, v_th, shift, subtract, v, spikes, counts):
+def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, residual, v_th, shift, subtract, v, spikes, counts):
     """Conv followed by its integrate-and-fire layer, fused: the current of a sample and step is integrated while
     it is in cache and never stored. Each thread owns whole samples for all T steps (their membranes too).
 
-    x: (T, N, C, H, W) float32 spikes. v_th, shift: (O,) float32. v: (N * O * Ho * Wo,) float32 membranes, updated.
+    x: (T, N, C, H, W) float32 spikes. residual: (T, N, O, Ho, Wo) float32 added to the current (an Add between
+    the Conv and the neuron, as in residual blocks), or an empty array. v_th, shift: (O,) float32. v: (N * O * Ho * Wo,) float32 membranes, updated.
     spikes: (T, N, O, Ho, Wo) float32 out. counts: (n_blocks, T) int64 spikes per block of samples and step.
     The neuron update is the same float32 arithmetic as ``if_layer_state``, on the same float32 current.
     """
@@ -146,6 +158,7 @@ def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, v_th, shift,
     n_blocks = counts.shape[0]
     per = (n_batch + n_blocks - 1) // n_blocks
     plane = ho * wo
+    has_residual = residual.shape[0] > 0
     for blk in prange(n_blocks):
         acc = np.empty(plane * n_out, np.float64)
         for n in range(blk * per, min(n_batch, (blk + 1) * per)):
@@ -160,7 +173,10 @@ def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, v_th, shift,
                         for j in range(wo):
                             p = i * wo + j
                             m = base + o * plane + p
-                            vk = v[m] + (np.float32(acc[p * n_out + o]) + sh)
+                            current = np.float32(acc[p * n_out + o])
+                            if has_residual:
+                                current = current + residual[t, n, o, i, j]
+                            vk = v[m] + (current + sh)
                             if vk >= th:
                                 spikes[t, n, o, i, j] = th
                                 vk = vk - th if subtract else np.float32(0.0)
