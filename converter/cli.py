@@ -1,4 +1,4 @@
-"""The ``onnx2snn`` command line: demo, convert, run, evaluate, inspect.
+"""The ``onnx2snn`` command line: demo, convert, run, evaluate, inspect, export-nir.
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr starting ``error:`` naming the file, node or
 argument); 1 an internal fault. Output files are written atomically.
@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -155,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="ops and their policy, layers, V_th, metadata of an ANN or SNN file")
     p.add_argument("model", help="an ONNX ANN or an SNN file")
     p.add_argument("--json", action="store_true", help="print as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="SNN file only: plot per-layer activation distributions with the chosen V_th, "
+                   "and per-layer firing rates (needs --calib)")
+    p.add_argument("--calib", help="for --plot: data (.npy or .npz) to run the SNN on and, with --ann, the ANN")
+    p.add_argument("--ann", metavar="MODEL.onnx", help="for --plot: the source ANN, whose activations are plotted against V_th "
+                   "(default: the SNN's own rates are plotted only)")
+    _add_common(p)
+
+    p = sub.add_parser("export-nir", help="export an SNN file to NIR (needs pip install 'onnx2snn[nir]'); says what NIR cannot express")
+    p.add_argument("model", help="the SNN file (.snn.onnx)")
+    p.add_argument("-o", "--output", required=True, help="the NIR file to write (.nir, HDF5)")
+    p.add_argument("--strict", action="store_true", help="refuse (exit 2) instead of warning when NIR loses something")
+    p.add_argument("--json", action="store_true", help="print the summary and warnings as JSON")
     _add_common(p)
     return parser
 
@@ -301,16 +314,41 @@ def cmd_demo(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .describe import inspect_file
+    from .describe import inspect_file, plot_layers
+    if (args.calib or args.ann) and not args.plot:
+        raise InputError("--calib and --ann are used by --plot only; add --plot OUT.png")
     info, text = inspect_file(args.model)
+    if args.plot:
+        info["plot"] = plot_layers(args.model, args.plot, args.calib, args.ann, info)
     if args.json:
         print(json.dumps(info, indent=2, default=_json_default))
     else:
         _say(args, text)
+        if args.plot:
+            _say(args, f"wrote {args.plot}")
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "convert": cmd_convert, "run": cmd_run, "evaluate": cmd_evaluate, "inspect": cmd_inspect}
+def cmd_export_nir(args) -> int:
+    from .nir_export import export_nir
+    exported = export_nir(args.model, strict=args.strict)
+    exported.save(args.output)
+    for warning in exported.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    graph = exported.graph
+    summary = {"file": args.output, "nodes": {k: type(v).__name__ for k, v in graph.nodes.items()},
+               "edges": [list(e) for e in graph.edges], "warnings": exported.warnings}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        kinds = Counter(summary["nodes"].values())
+        _say(args, f"wrote {args.output}: {len(graph.nodes)} NIR nodes ({', '.join(f'{k} x{n}' for k, n in sorted(kinds.items()))}), "
+                   f"{len(graph.edges)} edges, {len(exported.warnings)} warnings (stored in the file's metadata)")
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "convert": cmd_convert, "run": cmd_run, "evaluate": cmd_evaluate, "inspect": cmd_inspect,
+            "export-nir": cmd_export_nir}
 
 
 def main(argv: list[str] | None = None) -> int:
