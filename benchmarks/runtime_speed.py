@@ -7,6 +7,9 @@ are printed as unavailable. Usage:
 
     python benchmarks/runtime_speed.py [--models mnist_vgg,mnist_resnet] [--batches 1,256] [--timesteps 8,16,32]
                                        [--repeats 3] [--json OUT.json]
+
+Every row is the best of --repeats runs, except the NumPy reference and the dense path at batch > 1 (one run
+each: they take seconds to minutes). Times are wall-clock; on a shared machine, look at the load average.
 """
 from __future__ import annotations
 
@@ -181,11 +184,11 @@ def main(argv=None):
                     rows.append(dict(base, engine="spikingjelly", threads=cores, seconds=None, note=f"unavailable ({sj_note})"))
                 else:
                     sj(x, steps)  # warm-up
-                    t, out = best_of(lambda: sj(x, steps), 1 if batch > 1 else args.repeats)
+                    t, out = best_of(lambda: sj(x, steps), args.repeats)
                     agree = float(np.mean(out.argmax(1) == ref_out.argmax(1)))
                     rows.append(dict(base, engine="spikingjelly", threads=cores, seconds=t, peak_mb=None, note=sj_note,
                                      max_abs_vs_reference=float(np.abs(out - ref_out).max()), top1_agreement=agree))
-                print_block(rows, base)
+                print_block(rows, base, os.getloadavg()[0])
     summary = acceptance(rows)
     print(summary["text"])
     print(f"total benchmark time {time.perf_counter() - t0:.0f} s")
@@ -200,9 +203,9 @@ def _find(rows, base, engine, threads=None):
     return None
 
 
-def print_block(rows, base):
+def print_block(rows, base, load):
     ort_row, sj_row = _find(rows, base, "onnxruntime ANN"), _find(rows, base, "spikingjelly")
-    print(f"\n{base['model']}  T={base['T']}  batch={base['batch']}")
+    print(f"\n{base['model']}  T={base['T']}  batch={base['batch']}  (1-minute load average {load:.1f})")
     print(f"  {'engine':<20} {'thr':>3} {'time (s)':>10} {'x ORT':>8} {'SJ / this':>9} {'GSynOps/s':>9} {'peak MB':>8}  notes  (peak MB: NumPy arrays of one run)")
     for r in rows:
         if not all(r[k] == v for k, v in base.items()):
