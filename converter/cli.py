@@ -6,6 +6,7 @@ argument); 1 an internal fault. Output files are written atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from .convert import convert, model_inputs
 from .data import labels, load_array_file, model_feeds
 from .datasets import load_folder, parse_floats
 from .evaluate import evaluate, plot, table
+from .sweep import sweep, sweep_table
 from .thresholds import METHODS_HELP
 from .writer import write_bytes_atomic
 
@@ -96,6 +98,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or tables, errors only")
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the SNN on a Ray cluster: HOST:PORT of its head, 'auto', or nothing for a local one (needs onnx2snn[ray])")
+    p.add_argument("--workers", type=_positive_int, default=None, help="with --ray: Ray actors, one session each (default: all CPUs)")
+    p.add_argument("--threads-per-worker", type=_positive_int, default=1, help="with --ray: Numba threads per actor (default %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="onnx2snn", description="Convert ONNX ANNs to spiking neural networks and run them on CPU.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal faults")
@@ -135,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stop", type=_positive_int, default=None, metavar="K",
                    help="stop once every sample's top-1 class has been stable for K steps; reports the steps used")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_ray_options(p)
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="ANN vs threshold-ANN vs SNN accuracy for several T")
@@ -150,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--plot", metavar="ACC.png", help="plot accuracy vs T")
     p.add_argument("--json", metavar="RESULTS.json", help="write the results as JSON")
+    p.add_argument("--sweep-thresholds", metavar="M1,M2,...", type=lambda text: [m for m in text.split(",") if m.strip()],
+                   help="one table per threshold method over all --timesteps (with --ray: the whole grid at once), e.g. max,p99.9,optimal")
+    _add_ray_options(p)
     _add_conversion_options(p)
     _add_common(p)
 
@@ -210,8 +223,25 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _ray_cluster(args, engine: str = "auto"):
+    """A ``RayCluster`` for --ray (closed on exit), else a null context: the local path is left as it was."""
+    if args.ray is None:
+        if args.workers is not None or args.threads_per_worker != 1:
+            raise InputError("--workers and --threads-per-worker need --ray")
+        return contextlib.nullcontext()
+    if args.threads is not None:
+        raise InputError("--threads sets a local run's threads; with --ray use --threads-per-worker")
+    from runtime.distributed import RayCluster
+    return RayCluster(args.ray or None, args.workers, args.threads_per_worker, engine=engine, progress=None if not args.quiet else False)
+
+
 def cmd_run(args) -> int:
-    session = InferenceSession(args.model, threads=args.threads, engine=args.engine)
+    with _ray_cluster(args, args.engine) as cluster:
+        return _run(args, cluster)
+
+
+def _run(args, cluster) -> int:
+    session = cluster.session(args.model) if cluster else InferenceSession(args.model, threads=args.threads, engine=args.engine)
     data = load_array_file(args.input)
     feeds = model_feeds(data, [i.name for i in session.get_inputs()], args.input)
     start = time.perf_counter()
@@ -278,7 +308,18 @@ def cmd_evaluate(args) -> int:
     snn = convert(args.model, calib, timesteps=max(args.timesteps), progress=None if not args.quiet else False, **_conversion_kwargs(args))
     inputs = model_inputs(snn.model)
     feeds, y = _evaluation_data(args, inputs, snn.model)
-    results = evaluate(snn, args.model, check_feeds(inputs, feeds), y, args.timesteps, args.threads, None if not args.quiet else False)
+    if args.sweep_thresholds is not None and (args.plot or not args.sweep_thresholds):
+        raise InputError("--sweep-thresholds needs one or more methods and writes no --plot (use --json)")
+    show = None if not args.quiet else False
+    with _ray_cluster(args) as cluster:
+        if args.sweep_thresholds:
+            results = sweep(snn, args.model, check_feeds(inputs, feeds), y, args.timesteps, args.sweep_thresholds, cluster, args.threads, show)
+            if args.json:
+                _write_json(args.json, results)
+            _say(args, sweep_table(results) + (f"\nwrote {args.json}" if args.json else ""))
+            return 0
+        results = evaluate(snn, args.model, check_feeds(inputs, feeds), y, args.timesteps, args.threads, show,
+                           cluster.session if cluster else InferenceSession)
     _finish_evaluation(args, results)
     return 0
 
