@@ -3,12 +3,14 @@
 1. Byte-level: mutate valid ANN and SNN files (bit flips, truncation, insertions, deletions, spliced chunks)
    and feed them to the model loader (converter.load.load_model) and the SNN reader (runtime.load_snn plus
    plan compilation).
-2. Graph-level: random Conv/Gemm/pool/residual/Concat graphs (tests/graph_gen.py) through the whole
+2. Field-level: edit parsed models (op types, attributes, inputs, shapes, initializer dims, neuron
+   parameters, metadata) so they still decode, then convert the ANNs end to end and run the SNNs.
+3. Graph-level: random Conv/Gemm/pool/residual/Concat graphs (tests/graph_gen.py) through the whole
    converter and both engines.
 Anything else (an exception that is not an Onnx2SnnError) is a finding: the script prints its seed, so
 `--replay-bytes SEED` or `--replay-graph SEED` reproduces it; fixed findings become regression tests.
 
-    python benchmarks/fuzz.py --files 10000 --graphs 1000 --json fuzz.json
+    python benchmarks/fuzz.py --files 10000 --fields 2000 --graphs 1000 --json fuzz.json
 """
 from __future__ import annotations
 
@@ -91,6 +93,81 @@ def fuzz_bytes(n: int, seed: int, replay: int | None = None) -> tuple[collection
     return outcomes, findings
 
 
+OPS = ["Relu", "Conv", "Gemm", "Add", "MaxPool", "Sigmoid", "Softmax", "Reshape", "Concat", "Identity", "Clip", "Mul",
+       "IFNeuron", "SpikeMaxPool", "BatchNormalization", "Flatten", "Transpose", "Bogus"]
+
+
+def edit(model_bytes: bytes, rng: np.random.Generator) -> bytes:
+    """One to three random field edits that keep the protobuf decodable."""
+    import onnx
+    from onnx import helper
+    model = onnx.load_from_string(model_bytes)
+    nodes = model.graph.node
+    for _ in range(int(rng.integers(1, 4))):
+        kind = int(rng.integers(0, 9))
+        node = nodes[int(rng.integers(0, len(nodes)))]
+        if kind == 0:
+            node.op_type = str(rng.choice(OPS))
+        elif kind == 1 and node.attribute:
+            attr = node.attribute[int(rng.integers(0, len(node.attribute)))]
+            if attr.type == onnx.AttributeProto.INTS and attr.ints:
+                attr.ints[int(rng.integers(0, len(attr.ints)))] = int(rng.integers(-3, 9))
+            elif attr.type == onnx.AttributeProto.FLOAT:
+                attr.f = float(rng.choice([0.0, -1.0, np.nan, np.inf, 1e30, rng.normal()]))
+            elif attr.type == onnx.AttributeProto.INT:
+                attr.i = int(rng.integers(-2, 5))
+            elif attr.type == onnx.AttributeProto.STRING:
+                attr.s = bytes(rng.choice([b"zero", b"subtract", b"", b"SAME_UPPER", b"bogus"]))
+        elif kind == 2 and node.input:
+            node.input[int(rng.integers(0, len(node.input)))] = str(rng.choice([o for n in nodes for o in n.output] + ["", "x", "nope"]))
+        elif kind == 3 and model.graph.initializer:
+            init = model.graph.initializer[int(rng.integers(0, len(model.graph.initializer)))]
+            if init.dims:
+                init.dims[int(rng.integers(0, len(init.dims)))] = int(rng.integers(0, 40))
+        elif kind == 4:
+            dims = model.graph.input[0].type.tensor_type.shape.dim
+            if dims:
+                dims[int(rng.integers(0, len(dims)))].dim_value = int(rng.integers(0, 30))
+        elif kind == 5:
+            node.attribute.append(helper.make_attribute(str(rng.choice(["v_th", "shift", "leak", "pads", "axis"])),
+                                                        float(rng.normal()) if rng.random() < 0.5 else [int(v) for v in rng.integers(-1, 4, 4)]))
+        elif kind == 6:
+            del nodes[int(rng.integers(0, len(nodes)))]
+        elif kind == 7:
+            for prop in model.metadata_props:
+                prop.value = str(rng.choice(["", "0", "-4", "2", "poisson", "1"]))
+        else:
+            node.domain = str(rng.choice(["", "onnx2snn", "com.example"]))
+    return model.SerializeToString()
+
+
+def fuzz_fields(n: int, seed: int, replay: int | None = None) -> tuple[collections.Counter, list]:
+    outcomes, findings = collections.Counter(), []
+    originals = seeds()
+    for case in ([replay] if replay is not None else range(seed, seed + n)):
+        rng = np.random.default_rng(case)
+        name, data = originals[case % len(originals)]
+        try:
+            blob = edit(data, rng)
+            if name.endswith(".snn.onnx"):
+                session = InferenceSession(blob)
+                shape = [d if isinstance(d, int) and d > 0 else 2 for d in session.get_inputs()[0].shape]
+                session.run(None, {session.get_inputs()[0].name: rng.random(shape).astype(np.float32)}, timesteps=3)
+            else:
+                source = load_model(blob)
+                info = source.model.graph.input[0].type.tensor_type.shape.dim
+                shape = [d.dim_value if d.dim_value > 0 else 4 for d in info]
+                converter.convert(blob, rng.random(shape).astype(np.float32), timesteps=3, threshold="max", progress=False)
+            outcomes[f"{name}: accepted"] += 1
+        except Onnx2SnnError:
+            outcomes[f"{name}: refused cleanly"] += 1
+        except Exception as exc:  # a finding
+            outcomes[f"{name}: UNHANDLED"] += 1
+            findings.append({"kind": "fields", "seed": case, "source": name, "error": f"{type(exc).__name__}: {exc}"[:300],
+                             "trace": traceback.format_exc(limit=4)})
+    return outcomes, findings
+
+
 def fuzz_graphs(n: int, seed: int, replay: int | None = None) -> tuple[collections.Counter, list]:
     outcomes, findings = collections.Counter(), []
     for case in ([replay] if replay is not None else range(seed, seed + n)):
@@ -116,20 +193,25 @@ def fuzz_graphs(n: int, seed: int, replay: int | None = None) -> tuple[collectio
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=10000, help="mutated files (each read as ANN and as SNN)")
+    parser.add_argument("--fields", type=int, default=2000, help="field-edited models converted or run end to end")
     parser.add_argument("--graphs", type=int, default=1000, help="random graphs through the converter and engines")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replay-bytes", type=int, help="rerun one byte-level case by its seed")
+    parser.add_argument("--replay-fields", type=int, help="rerun one field-level case by its seed")
     parser.add_argument("--replay-graph", type=int, help="rerun one graph case by its seed")
     parser.add_argument("--json", help="write outcomes and findings as JSON")
     args = parser.parse_args()
     results = {}
-    if args.replay_bytes is not None or args.replay_graph is not None:
-        outcome, findings = (fuzz_bytes(1, 0, args.replay_bytes) if args.replay_bytes is not None else fuzz_graphs(1, 0, args.replay_graph))
+    replays = [(fuzz_bytes, args.replay_bytes), (fuzz_fields, args.replay_fields), (fuzz_graphs, args.replay_graph)]
+    for fn, seed in replays:
+        if seed is None:
+            continue
+        outcome, findings = fn(1, 0, seed)
         print(dict(outcome))
         for f in findings:
             print(f["trace"])
         return
-    for label, fn, n in (("files", fuzz_bytes, args.files), ("graphs", fuzz_graphs, args.graphs)):
+    for label, fn, n in (("files", fuzz_bytes, args.files), ("fields", fuzz_fields, args.fields), ("graphs", fuzz_graphs, args.graphs)):
         start = time.perf_counter()
         outcome, findings = fn(n, args.seed)
         results[label] = {"cases": n, "seconds": time.perf_counter() - start, "outcomes": dict(outcome), "findings": findings}

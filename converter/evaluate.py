@@ -15,7 +15,7 @@ from .progress import progress
 def ort_predict(model, feeds: dict[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
     """Arg-max of the first output of an ONNX model in onnxruntime (path or ModelProto)."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures surface as our own one-line errors
     data = model if isinstance(model, (str, bytes)) else model.SerializeToString()
     session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     n = len(next(iter(feeds.values())))

@@ -8,7 +8,9 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 from onnx import version_converter
 
 from .errors import ModelLoadError
@@ -67,6 +69,7 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> Source:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise ModelLoadError(f"{name}: fails onnx.checker: {_first_line(exc)}") from None
+    _check_initializers(model, name)
     opset = _default_opset(model)
     newest = onnx.defs.onnx_opset_version()
     if opset > newest:
@@ -82,6 +85,22 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> Source:
     except Exception as exc:
         raise ModelLoadError(f"{name}: inconsistent shapes: {_first_line(exc)}") from None
     return Source(model, name, sha, opset)
+
+
+def _check_initializers(model: onnx.ModelProto, name: str) -> None:
+    """Every initializer decodes to exactly the elements its dims declare (the checker does not always look)."""
+    for tensor in model.graph.initializer:
+        try:
+            values = onnx.numpy_helper.to_array(tensor)
+        except Exception as exc:
+            raise ModelLoadError(f"{name}: initializer '{tensor.name}' cannot be read ({type(exc).__name__}: {_first_line(exc)})") from None
+        expected = 1
+        for d in tensor.dims:
+            expected *= d
+        if values.size != expected:
+            raise ModelLoadError(f"{name}: initializer '{tensor.name}' holds {values.size} values but its dims {list(tensor.dims)} declare {expected}")
+        if values.dtype.kind == "f" and np.isnan(values).any():
+            raise ModelLoadError(f"{name}: initializer '{tensor.name}' contains {int(np.isnan(values).sum())} NaN values; the model's weights are corrupt")
 
 
 def _load_external(model: onnx.ModelProto, name: str, base_dir: str) -> None:

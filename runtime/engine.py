@@ -19,7 +19,7 @@ from .kernels.conv import conv2d_events, conv2d_events_if, im2col, tap_targets
 from .kernels.dense import matmul_events
 from .kernels.neuron import BLOCK, if_layer_state
 from .kernels.pool import avg_pool2d
-from .errors import InputError
+from .errors import InputError, SNNFormatError
 from .plan import Plan, Step
 from .reference_ops import OPS, _spatial_pads, pool_geometry
 from .spike_pool import spike_max_pool_handler
@@ -130,6 +130,10 @@ def _conv_weights(step: Step, w: np.ndarray, b: np.ndarray | None, in_shape: tup
     h, wd = (1, in_shape[2]) if one_d else in_shape[2:]
     n_out, cg, kh, kw = w4.shape
     groups = int(step.attrs.get("group", 1))
+    if groups < 1 or in_shape[1] != cg * groups or n_out % groups or (b is not None and b.size != n_out):
+        # the kernels index weights by these sizes without bounds checks: refuse before they run
+        raise SNNFormatError(f"node '{step.name}': Conv of {in_shape[1]} input channels with weights {list(w.shape)}, group {groups}"
+                             f"{'' if b is None else f' and {b.size} biases'} does not fit")
     ho = (h + pads[0] + pads[2] - ((kh - 1) * dilations[0] + 1)) // strides[0] + 1
     wo = (wd + pads[1] + pads[3] - ((kw - 1) * dilations[1] + 1)) // strides[1] + 1
     w64 = w4.astype(np.float64)
@@ -264,6 +268,8 @@ def _matmul(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value
         if c is not None and (c[1] or c[0].size not in (1, n_out)):
             return None
     w, bias = cache.get((step.name,), lambda: _matmul_weights(step, args))
+    if x.shape[-1] != w.shape[0]:  # the kernel reads w by x's width without bounds checks
+        raise SNNFormatError(f"node '{step.name}': {step.op} of {x.shape[-1]} features with a weight for {w.shape[0]} does not fit")
     rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
     if cache.choose(step, rows) == "event":
         out = np.empty((rows.shape[0], w.shape[1]), np.float32)

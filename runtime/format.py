@@ -223,14 +223,16 @@ def _check_maxpool(node: onnx.NodeProto, name: str) -> None:
 
 
 def _check_graph(model: onnx.ModelProto, name: str) -> None:
-    """onnx's checker on the graph. Neuron attributes are set aside meanwhile: the schema can declare one type
-    per attribute, but v_th/shift/v_init may be floats or per-channel tensors; neuron_params checks them."""
+    """onnx's checker and strict shape inference on the graph (shapes that contradict each other are refused
+    here, not halfway through a run). Neuron attributes are set aside meanwhile: the schema can declare one
+    type per attribute, but v_th/shift/v_init may be floats or per-channel tensors; neuron_params checks them."""
     neurons = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == NEURON_OP]
     saved = [list(n.attribute) for n in neurons]
     for n in neurons:
         del n.attribute[:]
     try:
         onnx.checker.check_model(model)
+        onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SNNFormatError(f"{name}: invalid ONNX graph: {first}") from None

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from .engine import KernelCache, RunState, run_numba
-from .errors import InputError
+from .errors import InputError, SNNFormatError
 from .format import load_snn, metadata
 from .plan import TensorInfo, compile_plan
 from .reference import run_reference
@@ -116,6 +116,9 @@ class InferenceSession:
             numba.set_num_threads(n_threads or numba.config.NUMBA_NUM_THREADS)
             try:
                 result = self._run_chunks(feeds, int(steps), trace, early_stop)
+            except (ValueError, IndexError) as exc:  # a graph that passed validation but contradicts itself
+                shapes = {k: list(v.shape) for k, v in feeds.items()}
+                raise SNNFormatError(f"the SNN graph cannot be evaluated on inputs of shape {shapes}: {' '.join(str(exc).split())[:300]}") from None
             finally:
                 numba.set_num_threads(previous)
             self.stats = result.stats

@@ -130,3 +130,32 @@ def test_repeated_runs_are_bit_identical():
     first = InferenceSession(model).run(None, {"x": x})[0]
     again = InferenceSession(model).run(None, {"x": x})[0]
     np.testing.assert_array_equal(first, again)
+
+
+def _bn_model(var):
+    from conftest import GraphBuilder
+    b = GraphBuilder(0)
+    x = b.conv("x", 2, 3, pads=[1, 1, 1, 1])
+    names = [b.const(np.ones(3, np.float32)), b.const(np.zeros(3, np.float32)), b.const(np.zeros(3, np.float32)), b.const(var)]
+    y = b.gemm(b.node("Flatten", [b.relu(b.node("BatchNormalization", [x] + names))]), 3 * 4 * 4, 2)
+    return b.model([("x", ["N", 2, 4, 4])], [y])
+
+
+def test_fuzz_findings_stay_fixed(tmp_path):
+    """Found by benchmarks/fuzz.py --fields (seeds 206, 339, 1569 and a BatchNorm with negative variance)."""
+    x = np.random.default_rng(0).random((4, 2, 4, 4)).astype(np.float32)
+    with pytest.raises(converter.ConversionError, match="negative variance"):
+        converter.convert(_bn_model(np.array([1.0, -2.0, 1.0], np.float32)), x, progress=False)
+    bad = _bn_model(np.ones(3, np.float32))
+    init = bad.graph.initializer[0]
+    del init.dims[:]
+    init.dims.extend([1])  # holds more values than its dims declare
+    with pytest.raises(ModelLoadError, match="initializer 'c0' cannot be read"):
+        converter.convert(bad.SerializeToString(), x, progress=False)
+    snn = converter.convert(cnn(), np.random.default_rng(0).random((8, 2, 12, 12)).astype(np.float32), progress=False).model
+    edited = onnx.ModelProto()
+    edited.CopyFrom(snn)
+    edited.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 8  # the first Conv's weights expect 2 channels
+    from runtime import SNNFormatError
+    with pytest.raises(SNNFormatError, match="node .Conv_1.: Conv of 8 input channels with weights \\[6, 2, 3, 3\\]"):
+        InferenceSession(edited).run(None, {"x": np.zeros((1, 8, 12, 12), np.float32)})

@@ -16,6 +16,8 @@ def _bn_affine(node: gs.Node) -> tuple[np.ndarray, np.ndarray]:
         raise ConversionError(f"node '{node.name}': BatchNormalization with non-constant scale/bias/mean/var cannot be folded; export in eval mode")
     scale, bias, mean, var = (v.astype(np.float64) for v in values)
     eps = float(node.attrs.get("epsilon", 1e-5))
+    if np.any(var + eps <= 0) or not all(np.all(np.isfinite(v)) for v in (scale, bias, mean, var)):
+        raise ConversionError(f"node '{node.name}': BatchNormalization has a negative variance or non-finite statistics; the model is corrupt")
     gain = scale / np.sqrt(var + eps)
     return gain, bias - mean * gain
 
