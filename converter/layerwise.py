@@ -29,6 +29,8 @@ from runtime.format import DOMAIN, MAXPOOL_OP, NEURON_OP
 from runtime.plan import _attrs
 from runtime.spike_pool import spike_max_pool_handler
 
+from .progress import progress
+
 V_TH_FACTORS = np.geomspace(0.1, 1.0, 19)     # candidate V_th / channel max of the ANN activation
 V_INIT_FACTORS = np.array([0.0, 0.25, 0.5, 0.75])  # candidate v_init / V_th for v_init='calibrated'
 BIAS_ROUNDS = 3
@@ -242,7 +244,7 @@ def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: d
     # A value is (array, dynamic): dynamic values are (T, N, ...), static ones (N, ...) are the same every step.
     env: dict[str, tuple[np.ndarray, bool]] = {k: (v, False) for k, v in feeds.items()}
     chosen: dict[str, LayerParams] = {}
-    for i, node in enumerate(nodes):
+    for i, node in enumerate(progress(nodes, desc="calibrating the SNN layer by layer", unit="node")):
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
             continue
