@@ -1,7 +1,7 @@
 """Throughput of batch inference on a local Ray instance: 1 vs 2 (or more) single-threaded workers.
 
-One Ray instance with as many CPUs as the largest worker count; per worker count, one warm-up run (actors load
-the model and Numba's cached kernels) and the best of --repeats timed runs on the whole batch. A local
+One Ray instance holds one set of actors per worker count; each set does a warm-up run (actors load the model
+and Numba's cached kernels), then the timed runs on the whole batch alternate between the sets (best of --repeats). A local
 single-threaded ``InferenceSession`` run is the reference that every Ray output must equal bit for bit. Usage:
 
     onnx2snn convert models/mnist_vgg.onnx --calib models/mnist_calib.npz -o /tmp/vgg.snn.onnx --timesteps 32
@@ -61,15 +61,20 @@ def main(argv=None) -> int:
         seconds, reference = timed(lambda: local.run(None, x, timesteps=args.timesteps), 1)
         rows.append({"mode": "local", "workers": 1, "threads_per_worker": 1, "seconds": seconds, "identical": True})
     ray = import_ray()
-    ray.init(num_cpus=max(counts), include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=sum(counts), include_dashboard=False, log_to_driver=False)  # all clusters side by side; idle actors use no CPU
     try:
-        for workers in counts:
-            with RayCluster(workers=workers, threads_per_worker=1, progress=False) as cluster:
-                session = cluster.session(args.snn)
-                session.run(None, {"image": x["image"][:16 * workers]}, timesteps=args.timesteps)
-                seconds, out = timed(lambda: session.run(None, x, timesteps=args.timesteps), args.repeats)
+        clusters = [RayCluster(workers=w, threads_per_worker=1, progress=False) for w in counts]
+        sessions = [c.session(args.snn) for c in clusters]
+        for w, session in zip(counts, sessions):
+            session.run(None, {"image": x["image"][:16 * w]}, timesteps=args.timesteps)
+        best, outs = [float("inf")] * len(counts), [None] * len(counts)
+        for _ in range(args.repeats):  # interleaved, so that a change in the machine's load hits every worker count alike
+            for i, session in enumerate(sessions):
+                seconds, outs[i] = timed(lambda: session.run(None, x, timesteps=args.timesteps), 1)
+                best[i] = min(best[i], seconds)
+        for w, seconds, out in zip(counts, best, outs):
             reference = out if reference is None else reference
-            rows.append({"mode": "ray", "workers": workers, "threads_per_worker": 1, "seconds": seconds,
+            rows.append({"mode": "ray", "workers": w, "threads_per_worker": 1, "seconds": seconds,
                          "identical": all(np.array_equal(a, b) for a, b in zip(out, reference))})
     finally:
         ray.shutdown()
