@@ -3,8 +3,10 @@
 The graph has no recurrence, so each node runs once for all T steps of the batch before the next node:
 a value is either *static* (the same at every step, shape (N, ...): the analog input and everything computed
 from it alone, computed once) or *dynamic* (shape (T, N, ...)). Neurons turn any current into dynamic spikes;
-Conv and Gemm/MatMul on spikes scatter weights for the non-zero inputs only (kernels/). Every op means what it
-means on one step; ops without a kernel run through the NumPy reference ops, per step when they must.
+Conv and Gemm/MatMul take the event-driven path (scatter weights for the non-zero inputs only) or the dense
+BLAS path, chosen per node from the measured input density (``KernelCache.choose``); a Conv feeding a neuron
+layer directly (or through a residual Add) is fused with it. Every op means what it means on one step; ops
+without a kernel run through the NumPy reference ops, per step when they must. docs/runtime.md has the details.
 """
 from __future__ import annotations
 
@@ -37,7 +39,6 @@ def _prod(shape) -> int:
 # CNNs' 16-64 channel layers: about 0.15-0.45 ns per synaptic op per thread (event) against 0.1-0.5 ns per MAC
 # (dense, im2col included), so the crossover lies between densities 1/3 and 1; below it the event path wins.
 EVENT_MAX_DENSITY = 0.5
-MODES = ("auto", "event", "dense")
 DENSE_BLOCK_BYTES = 8 << 20  # im2col buffer per BLAS call: bounded memory whatever the batch
 
 
@@ -148,7 +149,7 @@ def _conv_weights(step: Step, w: np.ndarray, b: np.ndarray | None, in_shape: tup
     return ConvWeights(wt.reshape(-1), wflip, wmat, bias, rows, cols, pads[1], groups, (ho, wo))
 
 
-def conv_rows(step: Step, x: np.ndarray, cw: ConvWeights, path: str) -> np.ndarray:
+def conv_rows(x: np.ndarray, cw: ConvWeights, path: str) -> np.ndarray:
     """Conv of a (B, C, H, W) float32 batch by the event or the dense path; (B, O, Ho, Wo) float32."""
     ho, wo = cw.out_hw
     out = np.empty((x.shape[0], cw.bias.shape[0], ho, wo), np.float32)
@@ -183,7 +184,7 @@ def _conv(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value |
     if xs.ndim == 3:
         xs = xs[:, :, None, :]
     xs = np.ascontiguousarray(xs, dtype=np.float32)
-    out = conv_rows(step, xs, cw, cache.choose(step, xs))
+    out = conv_rows(xs, cw, cache.choose(step, xs))
     if x.ndim - lead == 2:
         out = out[:, :, 0, :]
     return out.reshape(x.shape[:lead] + out.shape[1:]), dyn
