@@ -181,13 +181,9 @@ class DistributedSession:
 
 
 def _shard_bounds(session: InferenceSession, feeds: dict, steps: int, early_stop: int | None, workers: int) -> list[int]:
-    """Shard edges on whole chunks of the local session (its ``_run_chunks`` rule), about SHARDS_PER_WORKER per worker."""
+    """Shard edges on whole chunks of the local session (``chunk_size``), about SHARDS_PER_WORKER per worker."""
     n = next(iter(feeds.values())).shape[0] if feeds else 1
-    per_sample = sum(int(np.prod(v.shape[1:], dtype=np.int64)) for v in feeds.values()) or 1
-    widest = max(per_sample, session._widest_layer(feeds))
-    chunk = max(1, int(session.chunk_bytes // (4 * min(steps, early_stop or steps) * widest)))
-    if session.engine == "reference":
-        chunk = n  # the reference engine never chunks: one shard keeps its stats identical
+    chunk = session.chunk_size(feeds, steps, early_stop)
     chunks = -(-n // chunk)
     per_shard = max(1, -(-chunks // (workers * SHARDS_PER_WORKER))) * chunk
     return list(range(0, n, per_shard)) + [n]

@@ -124,12 +124,21 @@ class InferenceSession:
             self.stats = result.stats
         return result
 
+    def chunk_size(self, feeds: dict[str, np.ndarray], steps: int, early_stop: int | None = None) -> int:
+        """Samples per chunk: no layer's (T, chunk, ...) activations exceed ``chunk_bytes`` (the reference engine
+        never chunks). Distributed runs cut batches on these same boundaries, so they give the same bits."""
+        batch = next(iter(feeds.values())).shape[0] if feeds else 1
+        if self.engine == "reference":
+            return batch
+        per_sample = sum(_prod(v.shape[1:]) for v in feeds.values()) or 1
+        widest = max(per_sample, self._widest_layer(feeds))
+        return max(1, int(self.chunk_bytes // (4 * min(steps, early_stop or steps) * widest)))
+
     def _run_chunks(self, feeds, steps, trace, early_stop) -> RunResult:
         """Split the batch so that no layer's (T, chunk, ...) activations exceed ``chunk_bytes``."""
         batch = next(iter(feeds.values())).shape[0] if feeds else 1
-        per_sample = sum(_prod(v.shape[1:]) for v in feeds.values()) or 1
-        widest = max(per_sample, self._widest_layer(feeds))
-        chunk = max(1, int(self.chunk_bytes // (4 * min(steps, early_stop or steps) * widest)))
+        chunk = self.chunk_size(feeds, steps, early_stop)
+        widest = max(sum(_prod(v.shape[1:]) for v in feeds.values()) or 1, self._widest_layer(feeds))
         if min(steps, early_stop or steps) * min(batch, chunk) * widest < SERIAL_WORK:
             numba.set_num_threads(1)
         if self.engine == "reference" or batch <= chunk:
