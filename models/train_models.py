@@ -464,7 +464,9 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "exporter": "legacy TorchScript (dynamo=False), opset 13, dynamic batch axis 'N'",
     }
-    meta["models"] = {k: meta["models"][k] for k in ALL_MODELS if k in meta["models"]}
+    # this script's models first, in its order; entries written by other scripts (train_cifar_shapes.py) are kept
+    meta["models"] = {**{k: meta["models"][k] for k in ALL_MODELS if k in meta["models"]},
+                      **{k: v for k, v in meta["models"].items() if k not in ALL_MODELS}}
     with open(meta_path, "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")
