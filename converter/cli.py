@@ -63,22 +63,20 @@ def _timesteps_list(text: str) -> list[int]:
     return values
 
 
-def _shift(text: str):
-    if text in ("half", "none"):
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'half', 'none' or a number, got {text!r}") from None
+def _word_or_number(*words: str):
+    """An argparse type accepting one of ``words`` or a number (--shift, --v-init)."""
+    def parse(text: str):
+        if text in words:
+            return text
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {', '.join(repr(w) for w in words)} or a number, got {text!r}") from None
+    return parse
 
 
-def _v_init(text: str):
-    if text in ("half", "calibrated"):
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'half', 'calibrated' or a number, got {text!r}") from None
+_shift = _word_or_number("half", "none")
+_v_init = _word_or_number("half", "calibrated")
 
 
 def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str = "optimal") -> None:

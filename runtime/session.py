@@ -235,16 +235,23 @@ def _prod(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
-def _join_blocks(parts: list[RunResult], trace: bool, requested: int) -> RunResult:
-    """One result from consecutive blocks of steps of the same samples (early stop)."""
+def _summed_stats(parts: list[RunResult]) -> dict:
+    """The first part's stats with per-layer spikes, SynOps and times, and per-node times, summed over all parts."""
     stats = dict(parts[0].stats)
     stats["layers"] = [dict(layer) for layer in parts[0].stats["layers"]]
+    stats["node_time_s"] = dict(parts[0].stats["node_time_s"])
     for p in parts[1:]:
         for acc, layer in zip(stats["layers"], p.stats["layers"]):
             for key in ("spikes", "synops", "time_s"):
                 acc[key] += layer[key]
         for k, v in p.stats["node_time_s"].items():
             stats["node_time_s"][k] = stats["node_time_s"].get(k, 0.0) + v
+    return stats
+
+
+def _join_blocks(parts: list[RunResult], trace: bool, requested: int) -> RunResult:
+    """One result from consecutive blocks of steps of the same samples (early stop)."""
+    stats = _summed_stats(parts)
     used = sum(p.timesteps for p in parts)
     stats.update(timesteps=used, steps_used=used, timesteps_requested=requested, time_s=sum(p.stats["time_s"] for p in parts))
     traced = [np.concatenate([p.trace[i] for p in parts]) for i in range(len(parts[0].trace))] if trace else None
@@ -258,13 +265,7 @@ def _concat(parts: list[RunResult]) -> RunResult:
         rows = max(p.trace[0].shape[0] for p in parts)  # chunks that stopped early repeat their last readout
         trace = [np.concatenate([np.concatenate([p.trace[i], np.repeat(p.trace[i][-1:], rows - len(p.trace[i]), axis=0)])
                                  for p in parts], axis=1) for i in range(len(parts[0].trace))]
-    stats = dict(parts[0].stats)
-    stats["layers"] = [dict(layer) for layer in parts[0].stats["layers"]]
-    for p in parts[1:]:
-        for acc, layer in zip(stats["layers"], p.stats["layers"]):
-            for key in ("spikes", "synops", "time_s"):
-                acc[key] += layer[key]
-    stats["node_time_s"] = {k: sum(p.stats["node_time_s"].get(k, 0.0) for p in parts) for k in parts[0].stats["node_time_s"]}
+    stats = _summed_stats(parts)
     stats.update(batch=sum(p.stats["batch"] for p in parts), time_s=sum(p.stats["time_s"] for p in parts),
                  ann_macs=sum(p.stats["ann_macs"] for p in parts),
                  sample_steps=sum(p.stats["batch"] * p.stats["timesteps"] for p in parts))
