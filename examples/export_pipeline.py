@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 import converter
+from converter.writer import write_bytes_atomic
 
 
 def npz_batches(path: str, batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -38,23 +38,8 @@ def export(model: str | bytes, batches: Iterable, output: str, report: str | Non
     snn = converter.convert(model, calibration=batches, timesteps=timesteps, threshold=threshold)
     snn.save(output)
     if report:
-        _write_atomic(report, snn.report.to_json() + "\n")
+        write_bytes_atomic(report, (snn.report.to_json() + "\n").encode())  # the converter's own atomic writer
     return snn
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Write next to the target, then rename: a reader never sees half a file, a crash leaves the old one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
