@@ -19,7 +19,7 @@ from runtime.plan import TensorInfo, _info
 
 from .calibrate import ActivationStats, activations, calibrate
 from .channels import compact, per_channel_clips, set_neuron_params
-from .errors import ConversionError, InputError
+from .errors import InputError
 from .load import Source, load_model
 from .passes import PASSES
 from .passes.context import Context

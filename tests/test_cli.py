@@ -1,6 +1,5 @@
 """The command line: a full round trip, and bad input giving exit code 2, one 'error:' line, no output file."""
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -6,7 +6,7 @@ import pytest
 from conftest import GraphBuilder, cnn, mlp
 
 import converter
-from converter import CalibrationError, ConversionError, UnsupportedOpError
+from converter import CalibrationError, UnsupportedOpError
 from runtime import InferenceSession
 
 
