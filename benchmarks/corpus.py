@@ -101,11 +101,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timesteps", default="64,256", help="comma-separated T values (default %(default)s)")
     parser.add_argument("--groups", default="light,single-op,fixtures,bundled", help="which parts of the corpus (default: all)")
+    parser.add_argument("--only", help="comma-separated model names (file stems or folder names) to keep")
     parser.add_argument("--json", help="write the rows as JSON")
     args = parser.parse_args()
     timesteps = [int(t) for t in args.timesteps.split(",")]
     rows = []
+    keep = set(args.only.split(",")) if args.only else None
     for group, path, inputs in corpus(args.groups.split(",")):
+        name = os.path.basename(os.path.dirname(path)) if group == "single-op" else Path(path).stem
+        if keep is not None and name not in keep:
+            continue
         rows.append(measure(group, path, inputs, timesteps))
         r = rows[-1]
         print(f"{r['group']:>9} {r['model']:<40} {r['status']:<9} {r['convert_s']:6.2f}s "
