@@ -32,7 +32,6 @@ from .sweep import sweep, sweep_table
 from .thresholds import METHODS_HELP
 from .writer import write_bytes_atomic
 
-log = logging.getLogger("onnx2snn")
 DEMO_TIMESTEPS = "4,8,16,32,64,128"
 
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from runtime.format import NeuronParams
-from runtime.kernels.neuron import BLOCK, if_layer
+from runtime.engine import _neuron
+from runtime.plan import Step
 from runtime.reference import if_step, initial_membrane
 
 
@@ -23,14 +24,11 @@ def simulate_reference(currents, p):
 
 
 def simulate_kernel(currents, p, constant=False):
-    t, shape = currents.shape[0], currents.shape[1:]
-    m = int(np.prod(shape))
-    rows = currents[:1].reshape(1, m) if constant else currents.reshape(t, m)
-    spikes = np.empty((t, m), np.float32)
-    counts = np.zeros(((m + BLOCK - 1) // BLOCK, t), np.int64)
-    inner = int(np.prod(shape[2:])) if len(shape) > 2 else 1
-    if_layer(np.ascontiguousarray(rows, np.float32), t, *p.per_channel(), inner, p.reset == "subtract", spikes, counts)
-    return spikes.reshape(currents.shape), counts.sum(axis=0)
+    """The Numba engine's neuron layer (kernels/neuron.py via engine._neuron), as the engine calls it."""
+    step = Step("n", "IFNeuron", ("x",), ("s",), {}, p)
+    value = (currents[0], False) if constant else (currents, True)
+    (spikes, _), counts, _ = _neuron(step, value, currents.shape[0], None)
+    return spikes, counts
 
 
 def constant(x, steps):

@@ -14,7 +14,6 @@ class Activation:
     """One threshold ReLU: the Clip node in the ANN graph that becomes an IFNeuron in the SNN."""
 
     node: gs.Node
-    source_name: str
     source_op: str
     upper_bound: float | None
 

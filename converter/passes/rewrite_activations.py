@@ -23,6 +23,6 @@ def run(ctx: Context) -> None:
         truncate(node.inputs, 1)
         node.inputs.append(gs.Constant(node.name + "_vmin", np.zeros((), np.float32)))
         node.inputs.append(gs.Constant(node.name + "_vth", np.array(UNBOUNDED if upper is None else upper, np.float32)))
-        ctx.activations.append(Activation(node, node.name, source_op, upper))
+        ctx.activations.append(Activation(node, source_op, upper))
         ctx.report.set_action(node.name, "threshold ReLU -> IFNeuron")
     finish(ctx.graph)

@@ -46,14 +46,3 @@ def if_layer_state(x, timesteps, v_th, shift, v, inner, subtract, spikes, counts
             counts[blk, t] = fired
         for k in range(width):
             v[start + k] = vb[k]
-
-
-@njit(cache=True, fastmath=False)
-def if_layer(x, timesteps, v_th, shift, v_init, inner, subtract, spikes, counts):
-    """``if_layer_state`` starting from the per-channel initial membranes v_init (C,) (the converter calls this)."""
-    m_total = x.shape[1]
-    n_ch = v_init.shape[0]
-    v = np.empty(m_total, np.float32)
-    for k in range(m_total):
-        v[k] = v_init[(k // inner) % n_ch]
-    if_layer_state(x, timesteps, v_th, shift, v, inner, subtract, spikes, counts)
