@@ -11,7 +11,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 
+from runtime import external
 from runtime.errors import InputError
 from runtime.plan import TensorInfo
 from runtime.session import check_array
@@ -148,7 +150,7 @@ def calibrate(ann: onnx.ModelProto, inputs: list[TensorInfo], activation_outputs
               keep: int = 0) -> tuple[dict[str, ActivationStats], dict[str, np.ndarray]]:
     """Per-layer statistics of the named activation outputs over all calibration batches, and the first ``keep``
     samples themselves (the SNN-side calibration runs on them; the data may be a one-shot iterator)."""
-    session = _session_with_outputs(ann, activation_outputs)
+    session = ort_session(ann, activation_outputs)
     stats = {name: ActivationStats(seed=i) for i, name in enumerate(activation_outputs)}
     total = _count(calibration, batch_size)
     seen, kept, kept_count = 0, {}, 0
@@ -172,22 +174,34 @@ def calibrate(ann: onnx.ModelProto, inputs: list[TensorInfo], activation_outputs
 
 def activations(ann: onnx.ModelProto, outputs: list[str], feeds: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
     """The ANN's named activations on the given samples, as whole arrays (for the SNN-side calibration)."""
-    session = _session_with_outputs(ann, outputs)
+    session = ort_session(ann, outputs)
     n = next(iter(feeds.values())).shape[0]
     parts = [session.run(outputs, {k: v[i:i + batch_size] for k, v in feeds.items()}) for i in range(0, n, batch_size)]
     return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(outputs)}
 
 
-def _session_with_outputs(ann: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
-    model = onnx.ModelProto()
-    model.CopyFrom(ann)
-    existing = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+def ort_session(model: onnx.ModelProto, extra_outputs: list[str] = ()) -> ort.InferenceSession:
+    """An onnxruntime CPU session of ``model`` (any size) with ``extra_outputs`` exposed as graph outputs.
+
+    A model too large for one protobuf is given to onnxruntime without its weights, which follow as external
+    initializers (arrays kept alive by the session)."""
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures surface as our own one-line errors
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    weights = []
+    if external.is_large(model):
+        copy, moved = external.skeleton(model, "weights.bin")  # never read: every such weight is supplied below
+        weights = [(t.name, ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(t))) for t, _ in moved]
+        options.add_external_initializers([n for n, _ in weights], [v for _, v in weights])
+    else:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+    existing = {o.name for o in copy.graph.output}
+    for name in extra_outputs:
+        if name not in existing:
+            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session.external_weights = weights  # onnxruntime reads these arrays in place: keep them alive with the session
+    return session
 
 
 def _count(calibration, batch_size: int) -> int | None:

@@ -1,23 +1,28 @@
 """Accuracy of the ANN (onnxruntime), the threshold-ReLU ANN and the SNN at several T, in one table."""
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from runtime import InferenceSession
 
+from .calibrate import ort_session
 from .convert import ConvertedSNN
 from .progress import progress
 
 
 def ort_predict(model, feeds: dict[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
     """Arg-max of the first output of an ONNX model in onnxruntime (path or ModelProto)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # failures surface as our own one-line errors
-    data = model if isinstance(model, (str, bytes)) else model.SerializeToString()
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    if isinstance(model, onnx.ModelProto):
+        session = ort_session(model)
+    else:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # failures surface as our own one-line errors
+        session = ort.InferenceSession(os.fspath(model) if isinstance(model, os.PathLike) else model, options, providers=["CPUExecutionProvider"])
     n = len(next(iter(feeds.values())))
     preds = [session.run(None, {k: v[i:i + batch_size] for k, v in feeds.items()})[0].argmax(axis=1) for i in range(0, n, batch_size)]
     return np.concatenate(preds)

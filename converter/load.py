@@ -13,6 +13,8 @@ import onnx
 import onnx.numpy_helper
 from onnx import version_converter
 
+from runtime import external
+
 from .errors import ModelLoadError
 
 MIN_OPSET = 13  # the opset our passes are written against; older models are upgraded to it
@@ -39,10 +41,16 @@ def _first_line(exc: Exception) -> str:
 
 
 def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> Source:
-    """Return the checked, opset-upgraded, shape-inferred model and the SHA-256 of its serialised form."""
+    """Return the checked, opset-upgraded, shape-inferred model and the SHA-256 of its serialised form (for a
+    file with external data: of the file, then of each data file in order of first use)."""
     base_dir = None
     if isinstance(source, onnx.ModelProto):
-        name, data = "<ModelProto>", source.SerializeToString()
+        name = "<ModelProto>"
+        if external.is_large(source):
+            model = onnx.ModelProto()
+            model.CopyFrom(source)
+            return _checked(model, name, _hash_large(model))
+        data = source.SerializeToString()
     elif isinstance(source, (bytes, bytearray)):
         name, data = "<bytes>", bytes(source)
     else:
@@ -56,17 +64,26 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> Source:
         base_dir = os.path.dirname(os.path.abspath(name))
     if not data:
         raise ModelLoadError(f"{name}: file is empty; give an ONNX model")
-    sha = hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256(data)
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:
         raise ModelLoadError(f"{name}: not an ONNX model ({type(exc).__name__}: {_first_line(exc)[:120]})") from None
     if not model.HasField("graph") or not model.graph.node:
         raise ModelLoadError(f"{name}: not an ONNX model (no graph nodes); give a model exported by your framework")
-    if base_dir is not None and any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-        _load_external(model, name, base_dir)
+    if external.has_external(model):
+        if base_dir is None:
+            raise ModelLoadError(f"{name}: the model keeps its weights in external data files; give the model's path instead")
+        files = external.external_files(model, base_dir)
+        external.load_external(model, name, base_dir, ModelLoadError)
+        for path in files:
+            _hash_file(digest, path)
+    return _checked(model, name, digest.hexdigest())
+
+
+def _checked(model: onnx.ModelProto, name: str, sha: str) -> Source:
     try:
-        onnx.checker.check_model(model)
+        external.check_model(model)
     except Exception as exc:
         raise ModelLoadError(f"{name}: fails onnx.checker: {_first_line(exc)}") from None
     _check_initializers(model, name)
@@ -76,15 +93,30 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> Source:
         raise ModelLoadError(f"{name}: opset {opset} is newer than this onnx package knows ({newest}); re-export with opset <= {newest} or upgrade onnx")
     if opset < MIN_OPSET:
         try:
-            model = version_converter.convert_version(model, MIN_OPSET)
+            model = external.through_skeleton(model, lambda m: version_converter.convert_version(m, MIN_OPSET))
         except Exception as exc:
             raise ModelLoadError(f"{name}: cannot upgrade opset {opset} to {MIN_OPSET}: {_first_line(exc)}; re-export with opset >= {MIN_OPSET}") from None
         opset = MIN_OPSET
     try:  # strict: a graph whose shapes contradict each other is refused here, not deep inside onnxruntime
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        model = external.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:
         raise ModelLoadError(f"{name}: inconsistent shapes: {_first_line(exc)}") from None
     return Source(model, name, sha, opset)
+
+
+def _hash_file(digest, path: str) -> None:
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+
+
+def _hash_large(model: onnx.ModelProto) -> str:
+    """SHA-256 of a model too large to serialise: its skeleton, then each weight set aside."""
+    skel, moved = external.skeleton(model, "")
+    digest = hashlib.sha256(skel.SerializeToString())
+    for tensor, _ in moved:
+        digest.update(external.tensor_bytes(tensor))
+    return digest.hexdigest()
 
 
 def _check_initializers(model: onnx.ModelProto, name: str) -> None:
@@ -101,21 +133,3 @@ def _check_initializers(model: onnx.ModelProto, name: str) -> None:
             raise ModelLoadError(f"{name}: initializer '{tensor.name}' holds {values.size} values but its dims {list(tensor.dims)} declare {expected}")
         if values.dtype.kind == "f" and np.isnan(values).any():
             raise ModelLoadError(f"{name}: initializer '{tensor.name}' contains {int(np.isnan(values).sum())} NaN values; the model's weights are corrupt")
-
-
-def _load_external(model: onnx.ModelProto, name: str, base_dir: str) -> None:
-    """Load external tensor data, refusing paths that leave the model's folder."""
-    root = os.path.realpath(base_dir)
-    for tensor in model.graph.initializer:
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        path = os.path.realpath(os.path.join(root, location))
-        if os.path.commonpath([root, path]) != root:
-            raise ModelLoadError(f"{name}: initializer '{tensor.name}' points outside the model's folder ({location!r}); refusing to read it")
-        if not os.path.isfile(path):
-            raise ModelLoadError(f"{name}: external data file {location!r} for initializer '{tensor.name}' not found next to the model")
-    try:
-        onnx.external_data_helper.load_external_data_for_model(model, base_dir)
-    except Exception as exc:
-        raise ModelLoadError(f"{name}: cannot read external data: {_first_line(exc)}") from None

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from runtime import external
 from runtime import format as fmt
 
 from .passes.context import Context, downstream, truncate
@@ -57,7 +58,7 @@ def build_snn(ctx: Context, thresholds: dict[str, float], timesteps: int, shift:
                        fmt.META_INPUT_ENCODING: "analog", **metadata}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model = onnx.shape_inference.infer_shapes(model)
+    model = external.infer_shapes(model)
     fmt.validate(model, "<converted SNN>")
     return model
 
@@ -79,17 +80,41 @@ def _gate_max_pools(graph: gs.Graph, neurons: list[gs.Node], report) -> None:
 
 
 def save_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    write_bytes_atomic(path, model.SerializeToString())
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a file.
 
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    A model too large for one protobuf (``runtime.external.is_large``) is written as ``path`` plus its weights
+    in ``path + '.data'`` (ONNX external data, page-aligned): both go to temporary files first, then the data
+    file and the model file are renamed in that order."""
+    if not external.is_large(model):
+        write_bytes_atomic(path, model.SerializeToString())
+        return
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    data_path = external.data_file(path)
+    skel, moved = external.skeleton(model, os.path.basename(data_path))
+    tmp = _temp_for(data_path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
+            external.write_data(f, moved)
+        write_bytes_atomic(path, skel.SerializeToString(), before_rename=lambda: os.replace(tmp, data_path))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _temp_for(path: str) -> str:
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    return tmp
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, before_rename=None) -> None:
+    path = os.fspath(path)
+    tmp = _temp_for(path)
+    try:
+        with open(tmp, "wb") as f:
             f.write(data)
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

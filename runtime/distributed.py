@@ -13,8 +13,8 @@ import socket
 import sys
 
 import numpy as np
-import onnx
 
+from . import external
 from .errors import InputError, Onnx2SnnError
 from .session import DEFAULT_CHUNK_BYTES, InferenceSession, _concat, check_feeds
 from .stats import RunResult
@@ -44,7 +44,7 @@ class _Worker:
         """``model_ref`` is wrapped in a list so that Ray fetches the model only when this actor lacks it."""
         if key != self.key:
             import ray
-            self.session, self.key = InferenceSession(ray.get(model_ref[0]), **self.options), key
+            self.session, self.key = InferenceSession(external.unpack(ray.get(model_ref[0])), **self.options), key
         outputs = self.session.run(None, feeds, timesteps=steps, early_stop=early_stop)
         return tag, outputs, self.session.stats
 
@@ -145,13 +145,9 @@ class DistributedSession:
     """``InferenceSession.run`` on a ``RayCluster``: same inputs, outputs, errors and merged ``stats``."""
 
     def __init__(self, cluster: RayCluster, model):
-        data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-        if isinstance(data, (str, os.PathLike)):
-            with open(data, "rb") as f:
-                data = f.read()
-        self._local = InferenceSession(data, threads=1, engine=cluster.engine, chunk_bytes=cluster.chunk_bytes)
+        self._local = InferenceSession(model, threads=1, engine=cluster.engine, chunk_bytes=cluster.chunk_bytes)
         self._cluster = cluster
-        self.ref = cluster._ray.put(data)
+        self.ref = cluster._ray.put(external.pack(self._local._model))  # a large model: skeleton and weight arrays
         self.key = self.ref.hex()
         self.metadata = self._local.metadata
         self.stats: dict = {}

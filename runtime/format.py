@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import defs, numpy_helper
 
+from . import external
 from .errors import SNNFormatError
 
 DOMAIN = "onnx2snn"
@@ -165,6 +166,7 @@ def load_snn(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelP
     if isinstance(source, onnx.ModelProto):
         model = source
     else:
+        base_dir = None
         if isinstance(source, bytes):
             data = source
         else:
@@ -173,12 +175,17 @@ def load_snn(source: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelP
                 raise SNNFormatError(f"{name}: no such file")
             with open(name, "rb") as f:
                 data = f.read()
+            base_dir = os.path.dirname(os.path.abspath(name))
         try:
             model = onnx.load_from_string(data)
         except Exception as exc:  # protobuf raises several types for garbage
             raise SNNFormatError(f"{name}: not an ONNX file ({type(exc).__name__}); give a .snn.onnx written by 'onnx2snn convert'") from None
         if not model.HasField("graph"):
             raise SNNFormatError(f"{name}: not an ONNX model (no graph); give a .snn.onnx written by 'onnx2snn convert'")
+        if external.has_external(model):  # a large SNN: its weights are in NAME.data next to it
+            if base_dir is None:
+                raise SNNFormatError(f"{name}: the SNN keeps its weights in an external data file; give the file's path instead of its bytes")
+            external.load_external(model, name, base_dir, SNNFormatError)
     validate(model, name)
     return model
 
@@ -226,6 +233,8 @@ def _check_graph(model: onnx.ModelProto, name: str) -> None:
     """onnx's checker and strict shape inference on the graph (shapes that contradict each other are refused
     here, not halfway through a run). Neuron attributes are set aside meanwhile: the schema can declare one
     type per attribute, but v_th/shift/v_init may be floats or per-channel tensors; neuron_params checks them."""
+    if external.is_large(model):  # checked without its weights (a copy: the attributes need not be put back)
+        model = external.skeleton(model, None)[0]
     neurons = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == NEURON_OP]
     saved = [list(n.attribute) for n in neurons]
     for n in neurons:
