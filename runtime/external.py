@@ -10,9 +10,9 @@ Single tensors must stay below 2 GiB (one protobuf field).
 """
 from __future__ import annotations
 
+import math
 import os
 
-import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -27,8 +27,13 @@ _FIXED_SIZE_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16,
 
 
 def is_large(model: onnx.ModelProto) -> bool:
-    """True when ``model`` is too large to serialise in one piece (its weights must be set aside or external)."""
-    return model.ByteSize() > EXTERNAL_DATA_BYTES
+    """True when ``model``'s initializers hold more than ``EXTERNAL_DATA_BYTES``: too large to serialise in one
+    piece, its weights must be set aside or external. (Counted tensor by tensor: protobuf's own ByteSize
+    serialises the whole message, which is what fails.)"""
+    tensors = [t for t in model.graph.initializer if _in_memory(t)]
+    if sum(_nbytes(t) for t in tensors) <= EXTERNAL_DATA_BYTES:   # cheap: from the shapes
+        return False
+    return sum(_data_bytes(t) for t in tensors) > EXTERNAL_DATA_BYTES   # the shapes may lie (corrupt file)
 
 
 def data_file(path: str | os.PathLike) -> str:
@@ -36,13 +41,23 @@ def data_file(path: str | os.PathLike) -> str:
     return os.fspath(path) + DATA_SUFFIX
 
 
+def _in_memory(tensor: TensorProto) -> bool:
+    return tensor.data_location != TensorProto.EXTERNAL and tensor.data_type in _FIXED_SIZE_TYPES
+
+
 def _moved(tensor: TensorProto) -> bool:
-    return (tensor.data_location != TensorProto.EXTERNAL and tensor.data_type in _FIXED_SIZE_TYPES
-            and tensor.ByteSize() >= MIN_EXTERNAL_BYTES)
+    return _in_memory(tensor) and _nbytes(tensor) >= MIN_EXTERNAL_BYTES
+
+
+def _data_bytes(tensor: TensorProto) -> int:
+    """Bytes of data the tensor holds (not what its dims declare: a corrupt file may declare terabytes)."""
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data)
+    return 4 * (len(tensor.float_data) + len(tensor.int32_data)) + 8 * (len(tensor.int64_data) + len(tensor.double_data) + len(tensor.uint64_data))
 
 
 def _nbytes(tensor: TensorProto) -> int:
-    return int(np.prod(tensor.dims, dtype=np.int64)) * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return math.prod(tensor.dims) * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
 def tensor_bytes(tensor: TensorProto) -> bytes:
