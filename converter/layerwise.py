@@ -3,7 +3,8 @@
 Why: choosing each layer's V_th from ANN activations alone ignores that a spiking layer's input is the
 quantised, late-starting output of the spiking layers before it; at small T those errors compound. Here the
 SNN is simulated layer-major on calibration images (the graph is feed-forward, so each node runs once for
-all T steps): linear nodes run in onnxruntime on the (T*N, ...) stack of per-step inputs, neurons follow the
+all T steps): linear nodes run in onnxruntime on the (T*N, ...) stack of per-step inputs (nodes that could mix
+the samples of a batch, such as a Reshape naming the batch size, once per step), neurons follow the
 format's per-step IF equations, gated max pools run with the runtime's own kernel. Layers are calibrated in topological order, each on the currents the already
 converted layers really produce, against the source ANN's activation on the same image:
 
@@ -211,9 +212,11 @@ class _NodeRunner:
     def __init__(self, node: onnx.NodeProto, constants: dict[str, np.ndarray], opset: int):
         if node.domain == DOMAIN:  # SpikeMaxPool on a constant input: the plain max pool
             node = helper.make_node("MaxPool", node.input, node.output, name=node.name, **_attrs(node))
-        self.inputs = [name for name in node.input if name and name not in constants]
-        inits = [numpy_helper.from_array(constants[name], name) for name in node.input if name in constants]
-        graph = helper.make_graph([node], "node", [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in self.inputs],
+        self.inputs = [name for name in node.input if name and name not in constants]  # as the caller passes them
+        unique = list(dict.fromkeys(node.input))  # a node may read one value twice, e.g. Concat(x, x)
+        inits = [numpy_helper.from_array(constants[name], name) for name in unique if name in constants]
+        graph = helper.make_graph([node], "node", [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                                                   for n in unique if n and n not in constants],
                                   [helper.make_empty_tensor_value_info(o) for o in node.output], inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         model.ir_version = 8
@@ -224,6 +227,26 @@ class _NodeRunner:
 
     def __call__(self, values: list[np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self.outputs, dict(zip(self.inputs, values)))
+
+
+# Ops that treat each sample of a batch on their own: all T steps run at once as one (T*N, ...) batch. Any other
+# op runs once per step, or it would mix the steps: a Reshape whose shape names the batch size (ShuffleNet's
+# channel shuffle, exported at batch 1), a Transpose, a Concat or Flatten over axis 0, ...
+_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Sum"})
+_SAMPLEWISE = frozenset({"Conv", "ConvTranspose", "AveragePool", "GlobalAveragePool", "MaxPool"}) | _ELEMENTWISE
+
+
+def _samplewise(node: onnx.NodeProto, env: dict, constants: dict[str, np.ndarray]) -> bool:
+    """Whether ``node`` may run on the (T*N, ...) stack of its time-varying inputs (see _SAMPLEWISE)."""
+    dynamic = [k for k, name in enumerate(node.input) if name and name not in constants and env[name][1]]
+    rank = env[node.input[dynamic[0]]][0].ndim - 1
+    if node.op_type in ("Gemm", "MatMul"):
+        return dynamic == [0] and not _attrs(node).get("transA", 0) and all(constants[n].ndim <= 2 for n in node.input if n in constants)
+    if node.op_type in ("Flatten", "Concat"):
+        return int(_attrs(node).get("axis", 1)) > 0
+    if node.op_type in _ELEMENTWISE:  # a constant operand must broadcast over the batch axis
+        return all(constants[name].ndim < rank or constants[name].shape[0] == 1 for name in node.input if name in constants)
+    return node.op_type in _SAMPLEWISE
 
 
 def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str, np.ndarray], timesteps: int, *,
@@ -262,15 +285,21 @@ def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: d
         else:
             args = [env[name] for name in node.input if name and name not in constants]
             dynamic = any(d for _, d in args)
-            stacked = []
-            for value, d in args:
-                if dynamic:
-                    value = value if d else np.broadcast_to(value, (timesteps,) + value.shape)
-                    value = value.reshape((-1,) + value.shape[2:])
-                stacked.append(np.ascontiguousarray(value))
-            results = _NodeRunner(node, constants, opset)(stacked)
-            for name, value in zip(node.output, results):
-                env[name] = (value.reshape((timesteps, -1) + value.shape[1:]) if dynamic else value, dynamic)
+            runner = _NodeRunner(node, constants, opset)
+            if dynamic and not _samplewise(node, env, constants):
+                per_step = [runner([value[t] if d else value for value, d in args]) for t in range(timesteps)]
+                for name, values in zip(node.output, zip(*per_step)):
+                    env[name] = (np.stack(values), True)
+            else:
+                stacked = []
+                for value, d in args:
+                    if dynamic:
+                        value = value if d else np.broadcast_to(value, (timesteps,) + value.shape)
+                        value = value.reshape((-1,) + value.shape[2:])
+                    stacked.append(np.ascontiguousarray(value))
+                results = runner(stacked)
+                for name, value in zip(node.output, results):
+                    env[name] = (value.reshape((timesteps, -1) + value.shape[1:]) if dynamic else value, dynamic)
         for name in node.input:
             if last_use.get(name) == i and name not in keep:
                 env.pop(name, None)
