@@ -24,10 +24,10 @@ def softmax(x):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def check(model, feeds, timesteps=8, **kw):
+def check(model, feeds, timesteps=8, threshold="max", **kw):
     """Threshold-ANN == source (nothing clipped with max thresholds; through a softmax where the converter
     dropped the output Softmax); Numba == reference on the SNN."""
-    snn = converter.convert(model, feeds, timesteps=timesteps, threshold="max", progress=False, **kw)
+    snn = converter.convert(model, feeds, timesteps=timesteps, threshold=threshold, progress=False, **kw)
     dropped = any("Softmax" in note for note in snn.report.notes)
     for got, want in zip(ort_outputs(snn.ann_model, feeds), ort_outputs(model, feeds)):
         np.testing.assert_allclose(softmax(got) if dropped else got, want, rtol=1e-4, atol=1e-5)
@@ -177,3 +177,64 @@ def test_model_without_activations_converts_with_a_note():
     y = b.node("Flatten", [b.node("AveragePool", [b.conv("x", 2, 3)], kernel_shape=[2, 2])])
     snn = check(b.model([("x", ["N", 2, 6, 6])], [y]), {"x": images(8, 2, 6, 6)})
     assert any("no Relu" in note for note in snn.report.notes)
+
+
+def shufflenet_model(batch=1):
+    """Two ShuffleNet units as the structure-only light_shufflenet has them: group 1x1 conv, channel shuffle
+    (Reshape with the batch size written out, Transpose, Reshape), depthwise conv; a stride-2 unit that
+    concatenates an AveragePool of its input, a stride-1 unit with a residual Sum; a gated MaxPool after the stem."""
+    b = GraphBuilder(9)
+
+    def shuffle(x, groups, c, hw):
+        x = b.node("Reshape", [x, b.const(np.array([batch, groups, c // groups, hw, hw], np.int64))])
+        x = b.node("Transpose", [x], perm=[0, 2, 1, 3, 4])
+        return b.node("Reshape", [x, b.const(np.array([batch, c, hw, hw], np.int64))])
+
+    def branch(x, c, hw, stride):
+        x = shuffle(b.relu(b.batchnorm(b.conv(x, c, 8, k=1, group=2), 8)), 2, 8, hw)
+        x = b.batchnorm(b.conv(x, 8, 8, group=8, strides=[stride, stride], pads=[1, 1, 1, 1]), 8)
+        return b.batchnorm(b.conv(x, 8, 8, k=1, group=2), 8)
+
+    x = b.relu(b.batchnorm(b.conv("x", 3, 8, strides=[2, 2], pads=[1, 1, 1, 1]), 8))
+    x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    pooled = b.node("AveragePool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    x = b.relu(b.node("Concat", [branch(x, 8, 8, 2), pooled], axis=1))
+    x = b.relu(b.node("Sum", [b.node("Concat", [branch(x, 16, 4, 1)] * 2, axis=1), x]))
+    y = b.gemm(b.node("Flatten", [b.node("GlobalAveragePool", [x])]), 16, 5)
+    return b.model([("x", [batch, 3, 32, 32])], [y])
+
+
+def test_shufflenet_units_convert_and_converge():
+    """Group conv, channel shuffle, depthwise conv, AveragePool + Concat, Sum: the SNN error shrinks as 1/T."""
+    x = {"x": images(1, 3, 32, 32)}
+    snn = check(shufflenet_model(), x, threshold="max-channel")
+    want = ort_outputs(snn.ann_model, x)[0]
+    errors = [np.abs(InferenceSession(snn.with_settings(timesteps=t).model).run(None, x)[0] - want).max() for t in (32, 128)]
+    assert errors[1] < errors[0] / 2, errors
+
+
+def test_optimal_thresholds_on_a_graph_with_a_fixed_batch_reshape():
+    """The layer-wise calibration simulates all T steps at once; a Reshape whose shape names the batch size
+    (ShuffleNet's channel shuffle, exported at batch 1) must still see one step at a time."""
+    x = {"x": images(1, 3, 32, 32)}
+    snn = converter.convert(shufflenet_model(), x, timesteps=64, threshold="optimal", progress=False)
+    want = ort_outputs(snn.ann_model, x)[0]
+    got = InferenceSession(snn.model).run(None, x)[0]
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+
+
+def test_a_layer_threshold_leaves_channels_below_its_resolution_silent():
+    """One V_th for a layer whose channels differ in scale (ShuffleNet: a Concat of a branch and a much larger
+    AveragePool path): a channel whose activation is below V_th/(2T) never fires, at any T below V_th/(2a);
+    one V_th per channel resolves it. docs/results.md (model corpus) explains the ShuffleNet numbers with this."""
+    b = GraphBuilder(10)
+    small = b.node("Mul", [b.node("Conv", ["x", b.const(np.full((1, 1, 1, 1), 0.01, np.float32))]), b.const(np.float32(1.0))])
+    big = b.node("Conv", ["x", b.const(np.ones((1, 1, 1, 1), np.float32))])
+    y = b.node("GlobalAveragePool", [b.relu(b.node("Concat", [small, big], axis=1))])
+    model = b.model([("x", ["N", 1, 4, 4])], [y])
+    x = {"x": np.full((1, 1, 4, 4), 1.0, np.float32)}          # activations 0.01 and 1.0: V_th = 1.0 per layer
+    for t in (16, 32):                                           # 0.01 < 1.0 / (2T): silent
+        out = InferenceSession(converter.convert(model, x, timesteps=t, threshold="max", progress=False).model).run(None, x)[0]
+        assert out[0, 0, 0, 0] == 0.0 and out[0, 1, 0, 0] == pytest.approx(1.0)
+    out = InferenceSession(converter.convert(model, x, timesteps=16, threshold="max-channel", progress=False).model).run(None, x)[0]
+    np.testing.assert_allclose(out[0, :, 0, 0], [0.01, 1.0], rtol=1e-5)
