@@ -208,4 +208,5 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     source, ctx, clean = prepare(model, maxpool)
     names = [a.node.outputs[0].name for a in ctx.activations]
     stats, samples = calibrate(clean, model_inputs(clean), names, calibration, batch_size, progress, keep=SNN_CALIBRATION_IMAGES)
+    del clean  # emitted again from the graph: a large model's weights are not held once more meanwhile
     return ConvertedSNN(source, ctx, stats, settings, samples)
