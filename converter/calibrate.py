@@ -184,10 +184,9 @@ def ort_session(model: onnx.ModelProto, extra_outputs: list[str] = ()) -> ort.In
     """An onnxruntime CPU session of ``model`` (any size) with ``extra_outputs`` exposed as graph outputs.
 
     A model too large for one protobuf is given to onnxruntime without its weights, which follow as external
-    initializers (arrays kept alive by the session)."""
+    initializers: onnxruntime copies them while it loads the model, so our arrays are dropped once it has."""
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures surface as our own one-line errors
-    weights = []
     if external.is_large(model):
         copy, moved = external.skeleton(model, "weights.bin")  # never read: every such weight is supplied below
         weights = [(t.name, ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(t))) for t, _ in moved]
@@ -199,9 +198,7 @@ def ort_session(model: onnx.ModelProto, extra_outputs: list[str] = ()) -> ort.In
     for name in extra_outputs:
         if name not in existing:
             copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    session.external_weights = weights  # onnxruntime reads these arrays in place: keep them alive with the session
-    return session
+    return ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _count(calibration, batch_size: int) -> int | None:
