@@ -84,8 +84,13 @@ def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str =
     p.add_argument("--reset", choices=fmt.RESETS, default="subtract", help="reset after a spike (default %(default)s)")
     p.add_argument("--v-init", type=_v_init, default=None,
                    help="initial membrane: a number, half (V_th/2) or calibrated (per channel; optimal only) (default: half for optimal, 0 otherwise)")
-    p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
-                   help="optimal only: do not add the per-channel shift that cancels the mean conversion error")
+    p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false", default=None,
+                   help="optimal only: do not add the per-channel shift that cancels the mean conversion error "
+                        "(default: on, or chosen by the final selection)")
+    p.add_argument("--no-select", dest="select", action="store_false",
+                   help="optimal only: no final selection; by default every combination of the knobs left unset "
+                        "(v_init half/calibrated, bias correction on/off) is simulated on the calibration data and the "
+                        "one whose output agrees best with the ANN is kept")
     p.add_argument("--maxpool", choices=["gate", "avg"], default="gate",
                    help="MaxPool on spikes: gate (spiking max pool, exact in the limit) or avg (approximate by AveragePool, reported)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="calibration batch size (default %(default)s)")
@@ -201,7 +206,7 @@ def _json_default(value):
 
 def _conversion_kwargs(args) -> dict:
     return {"threshold": args.threshold, "shift": args.shift, "reset": args.reset, "v_init": args.v_init, "batch_size": args.batch_size,
-            "bias_correction": args.bias_correction, "maxpool": args.maxpool}
+            "bias_correction": args.bias_correction, "select": args.select, "maxpool": args.maxpool}
 
 
 def cmd_convert(args) -> int:

@@ -25,12 +25,13 @@ from .passes import PASSES
 from .passes.context import Context
 from .policy import policy_of
 from .report import LayerEntry, NodeEntry, Report
-from .layerwise import calibrate_snn, images_for
+from .layerwise import Candidate, images_for, select as select_candidates
 from .thresholds import parse_method, shift_value, threshold
 from .writer import build_ann, build_snn, save_atomic
 
 RESETS = fmt.RESETS
 SNN_CALIBRATION_IMAGES = 512   # calibration samples kept for the SNN-side ('optimal') calibration
+SELECTION_NOTE = "optimal: final selection"
 
 
 @dataclass
@@ -40,10 +41,11 @@ class Settings:
     shift: str | float
     reset: str
     v_init: str | float
-    bias_correction: bool
+    bias_correction: bool | None
+    select: bool = True
 
 
-def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_correction) -> Settings:
+def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select=True) -> Settings:
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
         raise InputError(f"timesteps must be a positive integer, got {timesteps!r}")
     method = parse_method(threshold_method)
@@ -63,9 +65,12 @@ def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_corr
             v_init = float(v_init)
         except (TypeError, ValueError):
             raise InputError(f"v_init must be 'half' (V_th/2), 'calibrated' or a number, got {v_init!r}") from None
+    bias_correction = True if bias_correction is None else bias_correction
     if not isinstance(bias_correction, bool):
         raise InputError(f"bias_correction must be True or False, got {bias_correction!r}")
-    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction)
+    if not isinstance(select, bool):
+        raise InputError(f"select must be True or False, got {select!r}")
+    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select)
 
 
 class ConvertedSNN:
@@ -80,7 +85,7 @@ class ConvertedSNN:
         self._source, self._ctx, self._stats = source, ctx, stats
         self._samples, self._targets = samples, targets
         self.raw_settings = settings   # as given: None means the method's default
-        self.settings = _check_settings(*(vars(settings)[k] for k in ("timesteps", "threshold", "shift", "reset", "v_init", "bias_correction")))
+        self.settings = _check_settings(*vars(settings).values())
         self.thresholds: dict[str, float | np.ndarray] = {}
         self.report: Report = ctx.report
         self.model: onnx.ModelProto
@@ -97,10 +102,22 @@ class ConvertedSNN:
         placeholder = {name: 1.0 for name in names}
         model = build_snn(ctx, placeholder, s.timesteps, {n: 0.0 for n in names}, {n: 0.0 for n in names}, s.reset, self._source.opset, meta)
         if method.kind == "optimal":
-            chosen = calibrate_snn(model, *self._calibration_set(), s.timesteps, per_channel=method.per_channel,
-                                   shift=s.shift, v_init=s.v_init, reset=s.reset, bias=s.bias_correction,
-                                   upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
-                                   v_max={n: stats[n].channel_max for n in names})
+            raw = self.raw_settings
+            free = s.select  # knobs left at their default (None) are chosen by the final selection
+            v_inits = ["half", "calibrated"] if free and raw.v_init is None else [s.v_init]
+            biases = [True, False] if free and raw.bias_correction is None else [s.bias_correction]
+            candidates = [Candidate(v0, b) for v0 in v_inits for b in biases]
+            feeds, targets, ann_outputs = self._calibration_set()
+            best, chosen = select_candidates(model, feeds, targets, ann_outputs, s.timesteps, candidates, per_channel=method.per_channel,
+                                             shift=s.shift, reset=s.reset, upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
+                                             v_max={n: stats[n].channel_max for n in names})
+            s = self.settings = Settings(**(vars(s) | {"v_init": best.v_init, "bias_correction": best.bias}))
+            if len(candidates) > 1:
+                self.report.notes.append(
+                    f"{SELECTION_NOTE} on {len(next(iter(feeds.values())))} calibration samples at T={s.timesteps} "
+                    "(top-1 agreement with the ANN / cross-entropy against its top-1, the smallest wins): " + ", ".join(
+                        f"v_init {c.v_init} bias {'on' if c.bias else 'off'}: {100 * c.agreement:.1f}% / {c.cross_entropy:.3g}" for c in candidates)
+                    + f"; chose v_init {best.v_init}, bias {'on' if best.bias else 'off'}")
             params = {n: {"v_th": compact(p.v_th), "shift": compact(p.shift), "v_init": compact(p.v_init)} for n, p in chosen.items()}
         else:
             params = {}
@@ -115,30 +132,34 @@ class ConvertedSNN:
                                          stats[act.node.name].summary(float(np.max(self.thresholds[act.node.name]))))
                               for act in ctx.activations]
         self.report.settings = {"timesteps": s.timesteps, "threshold": s.threshold, "shift": s.shift, "reset": s.reset,
-                                "v_init": s.v_init, "bias_correction": s.bias_correction}
+                                "v_init": s.v_init, "bias_correction": s.bias_correction, "select": s.select}
         self.model = model
         self.ann_model = build_ann(ctx, {n: float(np.max(v)) for n, v in self.thresholds.items()}, self._source.opset)
         per_channel_clips(self.ann_model, {n: v for n, v in self.thresholds.items() if isinstance(v, np.ndarray)},
                           {n: stats[n].ndim for n in names})
 
-    def _calibration_set(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Samples and the source ANN's activations on them (neuron name -> array), computed once, cut for T."""
+    def _calibration_set(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Samples, the source ANN's activations on them (neuron name -> array) and its outputs (output name ->
+        array), computed once, cut for T."""
         acts = self._ctx.activations
         if self._targets is None:
             clean = build_ann(self._ctx, {a.node.name: float(a.node.inputs[2].values) for a in acts}, self._source.opset)
-            values = activations(clean, [a.node.outputs[0].name for a in acts], self._samples)
-            self._targets = {a.node.name: values[a.node.outputs[0].name] for a in acts}
+            outputs = [o.name for o in clean.graph.output]
+            values = activations(clean, [a.node.outputs[0].name for a in acts] + outputs, self._samples)
+            self._targets = ({a.node.name: values[a.node.outputs[0].name] for a in acts}, {o: values[o] for o in outputs})
         n = images_for(self.settings.timesteps, next(iter(self._samples.values())).shape[0])
-        return {k: v[:n] for k, v in self._samples.items()}, {k: v[:n] for k, v in self._targets.items()}
+        cut = lambda d: {k: v[:n] for k, v in d.items()}
+        return cut(self._samples), cut(self._targets[0]), cut(self._targets[1])
 
     def with_settings(self, **changes) -> "ConvertedSNN":
-        """A copy re-emitted with other settings (timesteps, threshold, shift, reset, v_init, bias_correction)."""
+        """A copy re-emitted with other settings (timesteps, threshold, shift, reset, v_init, bias_correction, select)."""
         unknown = sorted(set(changes) - set(vars(self.settings)))
         if unknown:
             raise InputError(f"unknown setting {unknown[0]!r}; settings: {', '.join(vars(self.settings))}")
         current = vars(self.raw_settings) | changes
         settings = Settings(**current)
-        report = Report(self.report.source, [NodeEntry(**vars(n)) for n in self.report.nodes], [], list(self.report.notes))
+        notes = [n for n in self.report.notes if not n.startswith(SELECTION_NOTE)]  # that one is per emission
+        report = Report(self.report.source, [NodeEntry(**vars(n)) for n in self.report.nodes], [], notes)
         ctx = Context(self._ctx.graph, report, self._ctx.name, self._ctx.activations)
         return ConvertedSNN(self._source, ctx, self._stats, settings, self._samples, self._targets)
 
@@ -188,8 +209,8 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
 
 
 def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal", shift: str | float | None = None,
-            reset: str = "subtract", v_init: str | float | None = None, bias_correction: bool = True, batch_size: int = 64,
-            progress: bool | None = None, maxpool: str = "gate") -> ConvertedSNN:
+            reset: str = "subtract", v_init: str | float | None = None, bias_correction: bool | None = None, batch_size: int = 64,
+            progress: bool | None = None, maxpool: str = "gate", select: bool = True) -> ConvertedSNN:
     """Convert an ONNX ANN (path, bytes or ModelProto) into an SNN.
 
     calibration: an array (single-input models), a dict input name -> array, or an iterable of such batches
@@ -199,10 +220,13 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     default to what works best with the method: 'none' and 'half' for 'optimal', the paper's 'half' and 0 otherwise.
     bias_correction: for
     'optimal', add to each channel's shift the mean error it leaves on the calibration data; maxpool: 'gate'
-    (spiking max pooling) or 'avg' (approximate MaxPool by AveragePool, reported).
+    (spiking max pooling) or 'avg' (approximate MaxPool by AveragePool, reported). select: for 'optimal', try
+    every combination of the knobs left at their default (v_init half or calibrated, bias correction on or off),
+    simulate each whole SNN on the calibration data and keep the one whose output agrees best with the ANN's
+    (reported in the notes); select=False uses the defaults (v_init half, bias correction on).
     """
-    _check_settings(timesteps, threshold, shift, reset, v_init, bias_correction)
-    settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction)
+    _check_settings(timesteps, threshold, shift, reset, v_init, bias_correction, select)
+    settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction, select)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     source, ctx, clean = prepare(model, maxpool)

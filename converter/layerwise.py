@@ -14,7 +14,11 @@ converted layers really produce, against the source ANN's activation on the same
 3. bias correction (Li et al., ICML 2021): a per-channel shift that cancels the mean conversion error of that
    channel, so the error that remains is zero-mean and does not add up through the next layers.
 
-The chosen parameters are then fixed and the layer's spikes feed the next layer.
+The chosen parameters are then fixed and the layer's spikes feed the next layer. Finally (:func:`select`), the
+whole calibration is repeated for each candidate setting of the knobs the user left free (v_init half or
+calibrated, bias correction on or off), and the candidate whose simulated SNN output is closest to the ANN's
+on the calibration data is kept: which knob helps depends on T and on the model (at T = 1 bias correction
+often hurts), so the choice is made for the target T.
 """
 from __future__ import annotations
 
@@ -251,10 +255,11 @@ def _samplewise(node: onnx.NodeProto, env: dict, constants: dict[str, np.ndarray
 
 def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str, np.ndarray], timesteps: int, *,
                   per_channel: bool, shift, v_init, reset: str, bias: bool, upper_bounds: dict[str, float | None],
-                  v_max: dict[str, np.ndarray] | None = None) -> dict[str, LayerParams]:
+                  v_max: dict[str, np.ndarray] | None = None) -> tuple[dict[str, LayerParams], dict[str, np.ndarray]]:
     """Calibrate every IFNeuron of ``snn`` (any placeholder parameters) in topological order; see the module doc.
 
     feeds: the calibration inputs (N, ...); targets: neuron name -> the source ANN's activation (N, ...) there.
+    Returns the chosen parameters and the calibrated SNN's rate readout (graph output name -> (N, ...)).
     """
     opset = next((o.version for o in snn.opset_import if o.domain in ("", "ai.onnx")), 13)
     constants = {i.name: numpy_helper.to_array(i) for i in snn.graph.initializer}
@@ -303,4 +308,47 @@ def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: d
         for name in node.input:
             if last_use.get(name) == i and name not in keep:
                 env.pop(name, None)
-    return chosen
+    readout = {name: (env[name][0].mean(axis=0) if env[name][1] else env[name][0]) for name in keep}
+    return chosen, readout
+
+
+@dataclass
+class Candidate:
+    """One setting of the free knobs tried by the final selection, and how its whole SNN did."""
+
+    v_init: str | float
+    bias: bool
+    agreement: float = 0.0      # top-1 agreement of the SNN readout with the ANN output on the calibration data
+    cross_entropy: float = 0.0  # of softmax(SNN readout) against the ANN's top-1 class: what the selection minimises
+
+
+def _softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-np.mean(log_p[np.arange(len(labels)), labels]))
+
+
+def select(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str, np.ndarray], ann_outputs: dict[str, np.ndarray],
+           timesteps: int, candidates: list[Candidate], **fixed) -> tuple[Candidate, dict[str, LayerParams]]:
+    """The T-aware final selection: calibrate the SNN once per candidate, simulate it whole on the calibration
+    data, keep the candidate whose readout agrees best with the ANN: the smallest cross-entropy of the softmax
+    of the readout against the ANN's top-1 class (a smooth form of top-1 agreement, which ties at 100% once T
+    is large enough), the first candidate on a tie.
+
+    Only calibration data is used. With one candidate this is plain :func:`calibrate_snn`.
+    """
+    best, best_params = None, None
+    for cand in candidates:
+        params, readout = calibrate_snn(snn, feeds, targets, timesteps, v_init=cand.v_init, bias=cand.bias, **fixed)
+        if len(candidates) == 1:
+            return cand, params
+        agree, ce = [], []
+        for name, want in ann_outputs.items():
+            got = readout[name].reshape(len(want), -1)
+            labels = want.reshape(len(want), -1).argmax(1)
+            agree.append(np.mean(got.argmax(1) == labels))
+            ce.append(_softmax_cross_entropy(got.astype(np.float64), labels))
+        cand.agreement, cand.cross_entropy = float(np.mean(agree)), float(np.mean(ce))
+        if best is None or cand.cross_entropy < best.cross_entropy:
+            best, best_params = cand, params
+    return best, best_params

@@ -79,3 +79,39 @@ def test_bias_correction_and_v_init_are_ablatable():
         assert other.model.SerializeToString() != snn.model.SerializeToString()
     with pytest.raises(InputError, match="unknown setting 'bias'"):
         snn.with_settings(bias=False)
+
+
+def _cross_entropy(readout, ann):
+    z = readout - readout.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-np.mean(log_p[np.arange(len(ann)), ann.argmax(1)]))
+
+
+def test_final_selection_keeps_the_candidate_the_runtime_finds_closest_to_the_ann():
+    model = cnn()
+    calib = np.random.default_rng(3).random((64, 2, 12, 12)).astype(np.float32)
+    ann = ort_run(model, calib)
+    snn = converter.convert(model, calib, timesteps=2, progress=False)
+    assert any(note.startswith("optimal: final selection on 64 calibration samples at T=2") for note in snn.report.notes)
+    scores = {}
+    for v_init in ("half", "calibrated"):
+        for bias in (True, False):  # each knob fixed: no selection, the runtime measures each candidate
+            fixed = snn.with_settings(v_init=v_init, bias_correction=bias)
+            assert not any(note.startswith("optimal: final selection") for note in fixed.report.notes)
+            scores[v_init, bias] = _cross_entropy(InferenceSession(fixed.model).run(None, {"x": calib}, timesteps=2)[0], ann)
+    chosen = (snn.report.settings["v_init"], snn.report.settings["bias_correction"])
+    assert scores[chosen] <= min(scores.values()) + 1e-4
+    assert snn.model.SerializeToString() == snn.with_settings(**dict(zip(("v_init", "bias_correction"), chosen))).model.SerializeToString()
+
+
+def test_a_fixed_knob_is_not_searched_and_select_false_keeps_the_defaults():
+    model = cnn()
+    calib = np.random.default_rng(4).random((48, 2, 12, 12)).astype(np.float32)
+    snn = converter.convert(model, calib, timesteps=2, v_init=0.25, progress=False)
+    note = next(n for n in snn.report.notes if n.startswith("optimal: final selection"))
+    assert note.count("v_init 0.25 bias") == 2 and "calibrated" not in note
+    plain = snn.with_settings(v_init=None, select=False)
+    assert plain.report.settings["v_init"] == "half" and plain.report.settings["bias_correction"] is True
+    assert not any(n.startswith("optimal: final selection") for n in plain.report.notes)
+    with pytest.raises(InputError, match="select must be True or False"):
+        snn.with_settings(select="yes")
