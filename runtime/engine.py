@@ -210,34 +210,44 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
         return None
     p = neuron.neuron
     v_th, shift, v_init = (np.ascontiguousarray(np.broadcast_to(a, (n_out,))) for a in p.per_channel())
+    # the kernel keeps membranes channels-last (N, Ho, Wo, O); the run state holds them as (N, O, Ho, Wo), flat
+    n_batch = x.shape[1]
     if v is None:
-        v = np.tile(np.repeat(v_init, ho * wo), x.shape[1])
+        v_cl = np.tile(v_init, n_batch * ho * wo)
+    else:
+        v_cl = np.ascontiguousarray(v.reshape(n_batch, n_out, ho * wo).transpose(0, 2, 1)).reshape(-1)
     res = np.ascontiguousarray(residual, dtype=np.float32) if residual is not None else np.empty((0,) * 5, np.float32)
     spikes = np.empty(out_shape, np.float32)
-    counts = np.zeros((_blocks(x.shape[1]), timesteps), np.int64)
+    counts = np.zeros((_blocks(n_batch), timesteps), np.int64)
     conv2d_events_if(xs, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, res, v_th, shift,
-                     p.reset == "subtract", v, spikes, counts)
+                     p.reset == "subtract", v_cl, spikes, counts)
+    v = np.ascontiguousarray(v_cl.reshape(n_batch, ho * wo, n_out).transpose(0, 2, 1)).reshape(-1)
     return (spikes, True), counts.sum(axis=0), v
 
 
 def _fusable(plan: Plan, index: int, env: dict, outputs: set) -> tuple[list[Step], str | None] | None:
-    """Conv -> IFNeuron, or Conv -> Add(dynamic residual) -> IFNeuron, as consecutive steps whose intermediate
-    values nothing else reads: (the steps, the residual's name or None)."""
-    steps, conv = plan.steps, plan.steps[index]
-    if conv.op != "Conv" or index + 1 >= len(steps):
+    """Conv -> IFNeuron, or Conv -> Add(residual) -> IFNeuron, where the neuron (through the Add) is the only reader
+    of the Conv's current: (the steps, the residual's name or None). The neuron need not be the next step (a
+    strided block computes its shortcut Conv in between): nothing before it reads its spikes, so it can run at
+    the Conv's place. The residual must already be computed (in ``env``) and dynamic."""
+    conv = plan.steps[index]
+    if conv.op != "Conv":
         return None
 
-    def only_reader(name: str, step: Step) -> bool:
-        return name not in outputs and [s.name for s in plan.consumers.get(name, [])] == [step.name]
+    def only_reader(name: str) -> Step | None:
+        readers = plan.consumers.get(name, [])
+        return readers[0] if name not in outputs and len(readers) == 1 else None
 
-    nxt = steps[index + 1]
-    if nxt.neuron is not None and nxt.inputs[0] == conv.outputs[0] and only_reader(conv.outputs[0], nxt):
+    nxt = only_reader(conv.outputs[0])
+    if nxt is None:
+        return None
+    if nxt.neuron is not None and nxt.inputs[0] == conv.outputs[0]:
         return [conv, nxt], None
-    if nxt.op == "Add" and index + 2 < len(steps) and conv.outputs[0] in nxt.inputs and only_reader(conv.outputs[0], nxt):
-        neuron = steps[index + 2]
+    if nxt.op == "Add" and len(nxt.inputs) == 2 and conv.outputs[0] in nxt.inputs:
+        neuron = only_reader(nxt.outputs[0])
         other = [n for n in nxt.inputs if n != conv.outputs[0]]
-        if len(other) == 1 and other[0] in env and env[other[0]][1] and neuron.neuron is not None \
-                and neuron.inputs[0] == nxt.outputs[0] and only_reader(nxt.outputs[0], neuron):
+        if len(other) == 1 and other[0] in env and env[other[0]][1] and neuron is not None \
+                and neuron.neuron is not None and neuron.inputs[0] == nxt.outputs[0]:
             return [conv, nxt, neuron], other[0]
     return None
 
@@ -388,9 +398,9 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
                 for s in steps[:-1]:
                     shapes[s.outputs[0]] = value[0].shape[1:]
                     for name in s.inputs:
-                        if plan.last_use.get(name) == plan.steps.index(s):
+                        if plan.last_use.get(name) == plan.index[s.name]:
                             env.pop(name, None)
-                index += len(steps) - 1
+                index = plan.index[neuron.name]
                 step = neuron  # what follows records the neuron's output and frees its (never stored) input
         if value is not None:
             results = [value]

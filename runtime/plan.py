@@ -46,6 +46,7 @@ class Plan:
     timesteps: int | None
     consumers: dict[str, list[Step]] = field(default_factory=dict)
     last_use: dict[str, int] = field(default_factory=dict)  # value -> index of the last step reading it
+    index: dict[str, int] = field(default_factory=dict)  # step name -> its index in ``steps``
 
     @property
     def neurons(self) -> list[Step]:
@@ -120,4 +121,5 @@ def compile_plan(model: onnx.ModelProto) -> Plan:
         last_use.pop(o.name, None)
     for name in constants:
         last_use.pop(name, None)
-    return Plan(inputs, outputs, constants, steps, timesteps_of(model), consumers, last_use)
+    return Plan(inputs, outputs, constants, steps, timesteps_of(model), consumers, last_use,
+                {s.name: i for i, s in enumerate(steps)})

@@ -27,9 +27,14 @@ def tap_targets(size: int, kernel: int, stride: int, pad: int, dilation: int, ou
 @njit(cache=True, inline="always")
 def _fill_bias(acc, bias, positions):
     n_out = bias.shape[0]
-    for p in range(positions):
-        for o in range(n_out):
-            acc[p * n_out + o] = bias[o]
+    for o in range(n_out):  # first position, then doubling copies (contiguous, vectorised)
+        acc[o] = bias[o]
+    filled = n_out
+    total = positions * n_out
+    while filled < total:
+        step = min(filled, total - filled)
+        acc[filled:filled + step] = acc[:step]
+        filled += step
 
 
 @njit(cache=True, inline="always")
@@ -143,48 +148,64 @@ def conv2d_events(x, wt, wflip, bias, rows, cols, pad_w, groups, out, n_blocks):
             _store(acc, out, b)
 
 
+@njit(cache=True)
+def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, residual, v_th, shift, subtract, vn, spikes, acc, cur,
+               counts):
+    """All T steps of sample n of ``conv2d_events_if`` (a function of its own: LLVM optimises it better than the
+    body of a parallel loop)."""
+    timesteps = x.shape[0]
+    n_out, ho, wo = spikes.shape[2], spikes.shape[3], spikes.shape[4]
+    plane = ho * wo
+    size = plane * n_out
+    for t in range(timesteps):
+        _accumulate(acc, x[t], n, wt, wflip, bias, rows, cols, pad_w, groups, wo)
+        for q in range(size):
+            cur[q] = np.float32(acc[q])
+        if residual.shape[0] > 0:  # channels-first residual into the channels-last current
+            rt = residual[t, n].reshape(size)
+            for o in range(n_out):
+                for p in range(plane):
+                    cur[p * n_out + o] = cur[p * n_out + o] + rt[o * plane + p]
+        fired = 0
+        for p in range(plane):
+            for o in range(n_out):
+                q = p * n_out + o
+                th = v_th[o]
+                vk = vn[q] + (cur[q] + shift[o])
+                fire = vk >= th
+                cur[q] = th if fire else np.float32(0.0)
+                reset = vk - th if subtract else np.float32(0.0)
+                vn[q] = reset if fire else vk
+                fired += np.int64(fire)
+        counts[t] += fired
+        st = spikes[t, n].reshape(size)  # channels-last spikes out to (O, Ho, Wo): sequential writes
+        for o in range(n_out):
+            for p in range(plane):
+                st[o * plane + p] = cur[p * n_out + o]
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, residual, v_th, shift, subtract, v, spikes, counts):
     """Conv followed by its integrate-and-fire layer, fused: the current of a sample and step is integrated while
     it is in cache and never stored. Each thread owns whole samples for all T steps (their membranes too).
 
     x: (T, N, C, H, W) float32 spikes. residual: (T, N, O, Ho, Wo) float32 added to the current (an Add between
-    the Conv and the neuron, as in residual blocks), or an empty array. v_th, shift: (O,) float32. v: (N * O * Ho * Wo,) float32 membranes, updated.
-    spikes: (T, N, O, Ho, Wo) float32 out. counts: (n_blocks, T) int64 spikes per block of samples and step.
-    The neuron update is the same float32 arithmetic as ``if_layer_state``, on the same float32 current.
+    the Conv and the neuron, as in residual blocks), or an empty array. v_th, shift: (O,) float32.
+    v: (N * Ho * Wo * O,) float32 membranes **channels-last** (the accumulator's order, so that the neuron update
+    reads everything contiguously), updated. spikes: (T, N, O, Ho, Wo) float32 out. counts: (n_blocks, T) int64
+    spikes per block of samples and step. The neuron update is the same float32 arithmetic as ``if_layer_state``,
+    on the same float32 current, branch-free.
     """
-    timesteps, n_batch = x.shape[0], x.shape[1]
-    n_out, ho, wo = spikes.shape[2], spikes.shape[3], spikes.shape[4]
+    n_batch = x.shape[1]
+    size = spikes.shape[2] * spikes.shape[3] * spikes.shape[4]
     n_blocks = counts.shape[0]
     per = (n_batch + n_blocks - 1) // n_blocks
-    plane = ho * wo
-    has_residual = residual.shape[0] > 0
     for blk in prange(n_blocks):
-        acc = np.empty(plane * n_out, np.float64)
+        acc = np.empty(size, np.float64)
+        cur = np.empty(size, np.float32)
         for n in range(blk * per, min(n_batch, (blk + 1) * per)):
-            base = n * n_out * plane
-            for t in range(timesteps):
-                _accumulate(acc, x[t], n, wt, wflip, bias, rows, cols, pad_w, groups, wo)
-                fired = 0
-                for o in range(n_out):
-                    th = v_th[o]
-                    sh = shift[o]
-                    for i in range(ho):
-                        for j in range(wo):
-                            p = i * wo + j
-                            m = base + o * plane + p
-                            current = np.float32(acc[p * n_out + o])
-                            if has_residual:
-                                current = current + residual[t, n, o, i, j]
-                            vk = v[m] + (current + sh)
-                            if vk >= th:
-                                spikes[t, n, o, i, j] = th
-                                vk = vk - th if subtract else np.float32(0.0)
-                                fired += 1
-                            else:
-                                spikes[t, n, o, i, j] = 0.0
-                            v[m] = vk
-                counts[blk, t] += fired
+            _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, residual, v_th, shift, subtract,
+                       v[n * size:(n + 1) * size], spikes, acc, cur, counts[blk])
 
 
 @njit(parallel=True, cache=True, fastmath=False)

@@ -34,15 +34,13 @@ def if_layer_state(x, timesteps, v_th, shift, v, inner, subtract, spikes, counts
         for t in range(timesteps):
             row = 0 if const_input else t
             fired = 0
-            for k in range(width):
+            for k in range(width):  # branch-free: fired or not is random, a branch would be mispredicted
                 vk = vb[k] + (x[row, start + k] + sh[k])
-                if vk >= th[k]:
-                    spikes[t, start + k] = th[k]
-                    vk = vk - th[k] if subtract else np.float32(0.0)
-                    fired += 1
-                else:
-                    spikes[t, start + k] = 0.0
-                vb[k] = vk
+                fire = vk >= th[k]
+                spikes[t, start + k] = th[k] if fire else np.float32(0.0)
+                reset = vk - th[k] if subtract else np.float32(0.0)
+                vb[k] = reset if fire else vk
+                fired += np.int64(fire)
             counts[blk, t] = fired
         for k in range(width):
             v[start + k] = vb[k]
