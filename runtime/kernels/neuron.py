@@ -5,6 +5,34 @@ from numba import njit, prange
 BLOCK = 256  # neurons per parallel work item: long enough for the inner loop to vectorise
 
 
+@njit(cache=True)
+def _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, spikes, counts, vb, th, sh):
+    """Neurons start..stop of ``if_layer_state`` for all steps (a function of its own: LLVM vectorises it better
+    than the body of a parallel loop)."""
+    const_input = x.shape[0] == 1
+    n_ch = v_th.shape[0]
+    width = stop - start
+    for k in range(width):
+        ch = ((start + k) // inner) % n_ch
+        vb[k] = v[start + k]
+        th[k] = v_th[ch]
+        sh[k] = shift[ch]
+    for t in range(timesteps):
+        xt = x[0 if const_input else t, start:stop]
+        st = spikes[t, start:stop]
+        fired = 0
+        for k in range(width):  # branch-free: fired or not is random, a branch would be mispredicted
+            vk = vb[k] + (xt[k] + sh[k])
+            fire = vk >= th[k]
+            st[k] = th[k] if fire else np.float32(0.0)
+            reset = vk - th[k] if subtract else np.float32(0.0)
+            vb[k] = reset if fire else vk
+            fired += np.int64(fire)
+        counts[t] = fired
+    for k in range(width):
+        v[start + k] = vb[k]
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def if_layer_state(x, timesteps, v_th, shift, v, inner, subtract, spikes, counts):
     """Simulate one neuron layer for ``timesteps`` steps.
@@ -16,31 +44,11 @@ def if_layer_state(x, timesteps, v_th, shift, v, inner, subtract, spikes, counts
     per block and step, summed by the caller (each block is owned by one thread).
     """
     m_total = x.shape[1]
-    const_input = x.shape[0] == 1
-    n_ch = v_th.shape[0]
     n_blocks = (m_total + BLOCK - 1) // BLOCK
     for blk in prange(n_blocks):
+        vb = np.empty(BLOCK, np.float32)
+        th = np.empty(BLOCK, np.float32)
+        sh = np.empty(BLOCK, np.float32)
         start = blk * BLOCK
-        stop = min(start + BLOCK, m_total)
-        width = stop - start
-        vb = np.empty(width, np.float32)
-        th = np.empty(width, np.float32)
-        sh = np.empty(width, np.float32)
-        for k in range(width):
-            ch = ((start + k) // inner) % n_ch
-            vb[k] = v[start + k]
-            th[k] = v_th[ch]
-            sh[k] = shift[ch]
-        for t in range(timesteps):
-            row = 0 if const_input else t
-            fired = 0
-            for k in range(width):  # branch-free: fired or not is random, a branch would be mispredicted
-                vk = vb[k] + (x[row, start + k] + sh[k])
-                fire = vk >= th[k]
-                spikes[t, start + k] = th[k] if fire else np.float32(0.0)
-                reset = vk - th[k] if subtract else np.float32(0.0)
-                vb[k] = reset if fire else vk
-                fired += np.int64(fire)
-            counts[blk, t] = fired
-        for k in range(width):
-            v[start + k] = vb[k]
+        _block_if(x, start, min(start + BLOCK, m_total), timesteps, v_th, shift, v, inner, subtract, spikes, counts[blk],
+                  vb, th, sh)
