@@ -70,6 +70,8 @@ def test_cli_converts_and_runs_a_large_model_with_external_data(files, large, ca
     code = main(["run", str(out), "--input", str(d / "calib.npy"), "--output", str(d / "y.npy"), "--quiet"])
     assert code == 0, capsys.readouterr().err
     np.testing.assert_array_equal(np.load(d / "y.npy"), snn)
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0 and "IFNeuron" in capsys.readouterr().out
 
 
 def test_large_path_gives_the_same_conversion_as_the_single_file_path(files, monkeypatch):
