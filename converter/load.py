@@ -74,7 +74,7 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> Source:
     if external.has_external(model):
         if base_dir is None:
             raise ModelLoadError(f"{name}: the model keeps its weights in external data files; give the model's path instead")
-        files = external.external_files(model, base_dir)
+        files = [os.path.join(base_dir, location) for location in external.locations(model)]
         external.load_external(model, name, base_dir, ModelLoadError)
         for path in files:
             _hash_file(digest, path)

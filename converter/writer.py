@@ -86,7 +86,10 @@ def save_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     in ``path + '.data'`` (ONNX external data, page-aligned): both go to temporary files first, then the data
     file and the model file are renamed in that order."""
     if not external.is_large(model):
+        stale = _own_data_file(path)
         write_bytes_atomic(path, model.SerializeToString())
+        if stale:  # the file replaced was a large model: its data file now belongs to nothing
+            os.remove(stale)
         return
     path = os.fspath(path)
     data_path = external.data_file(path)
@@ -99,6 +102,18 @@ def save_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _own_data_file(path: str | os.PathLike) -> str | None:
+    """``path + '.data'`` if it exists and the file now at ``path`` is the large model that refers to it."""
+    data_path = external.data_file(path)
+    if not (os.path.isfile(data_path) and os.path.isfile(path)):
+        return None
+    try:
+        old = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception:  # not a model: whatever it was, it does not own the data file
+        return None
+    return data_path if os.path.basename(data_path) in external.locations(old) else None
 
 
 def _temp_for(path: str) -> str:

@@ -195,13 +195,12 @@ def has_external(model: onnx.ModelProto) -> bool:
     return any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
-def external_files(model: onnx.ModelProto, base_dir: str) -> list[str]:
-    """The distinct external-data files the model's initializers refer to, in order of first use."""
-    files = []
+def locations(model: onnx.ModelProto) -> list[str]:
+    """The distinct external-data ``location``s the model's initializers refer to, in order of first use."""
+    found = []
     for tensor in model.graph.initializer:
         if tensor.data_location == TensorProto.EXTERNAL:
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            path = os.path.join(base_dir, location)
-            if path not in files:
-                files.append(path)
-    return files
+            if location not in found:
+                found.append(location)
+    return found

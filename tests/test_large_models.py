@@ -126,3 +126,29 @@ def test_snn_external_data_is_confined_to_its_folder(files, large, tmp_path):
     os.remove(external.data_file(out))
     with pytest.raises(SNNFormatError, match="not found next to the model"):
         load_snn(str(out))
+
+
+def test_a_failed_large_write_leaves_the_previous_output_and_no_temporary_file(files, large):
+    d, x = files
+    snn = converter.convert(str(d / "src.onnx"), x, timesteps=4, threshold="max", progress=False)
+    out = d / "out" / "m.snn.onnx"
+    out.parent.mkdir()
+    out.write_bytes(b"previous")
+    os.mkdir(external.data_file(out))   # the data file cannot be renamed into place
+    with pytest.raises(OSError):
+        snn.save(out)
+    assert out.read_bytes() == b"previous"
+    assert sorted(os.listdir(out.parent)) == ["m.snn.onnx", "m.snn.onnx.data"]
+
+
+def test_a_small_model_written_over_a_large_one_removes_its_data_file(files, monkeypatch):
+    d, x = files
+    snn = converter.convert(str(d / "src.onnx"), x, timesteps=4, threshold="max", progress=False)
+    out = d / "m.snn.onnx"
+    monkeypatch.setattr(external, "EXTERNAL_DATA_BYTES", LIMIT)
+    snn.save(out)
+    assert os.path.isfile(external.data_file(out))
+    monkeypatch.setattr(external, "EXTERNAL_DATA_BYTES", 2**31)
+    snn.save(out)
+    assert not os.path.exists(external.data_file(out))
+    np.testing.assert_array_equal(InferenceSession(str(out)).run(None, {"x": x[:4]})[0], InferenceSession(snn.model).run(None, {"x": x[:4]})[0])
