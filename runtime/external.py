@@ -1,8 +1,8 @@
 """Models over protobuf's 2 GB limit: weights on disk as ONNX external data, set aside in memory.
 
 protobuf cannot serialise a message of 2 GiB or more, and onnx's checker, shape inference, version converter and
-onnxruntime's in-memory sessions all serialise the model they are given. A model is *large* when its serialised
-size would exceed ``EXTERNAL_DATA_BYTES``; for a large model, every step that serialises works on a *skeleton*: a
+onnxruntime's in-memory sessions all serialise the model they are given. A model is *large* when its initializers
+hold more than ``EXTERNAL_DATA_BYTES``; for a large model, every step that serialises works on a *skeleton*: a
 copy without the data of its tensors of ``MIN_EXTERNAL_BYTES`` or more, which become either external-data
 references (for the writer and onnxruntime) or graph inputs of the same type and shape (for onnx's checker and
 shape inference). Small models never take these paths: they are checked, run and written exactly as before.
