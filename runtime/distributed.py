@@ -16,6 +16,7 @@ import numpy as np
 
 from . import external
 from .errors import InputError, Onnx2SnnError
+from .format import load_snn
 from .session import DEFAULT_CHUNK_BYTES, InferenceSession, _concat, check_feeds
 from .stats import RunResult
 
@@ -145,9 +146,10 @@ class DistributedSession:
     """``InferenceSession.run`` on a ``RayCluster``: same inputs, outputs, errors and merged ``stats``."""
 
     def __init__(self, cluster: RayCluster, model):
+        model = load_snn(model)
         self._local = InferenceSession(model, threads=1, engine=cluster.engine, chunk_bytes=cluster.chunk_bytes)
         self._cluster = cluster
-        self.ref = cluster._ray.put(external.pack(self._local._model))  # a large model: skeleton and weight arrays
+        self.ref = cluster._ray.put(external.pack(model))  # a large model: its skeleton and weight arrays
         self.key = self.ref.hex()
         self.metadata = self._local.metadata
         self.stats: dict = {}

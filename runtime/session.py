@@ -47,9 +47,9 @@ class InferenceSession:
 
     def __init__(self, path_or_model: str | os.PathLike | bytes | onnx.ModelProto, threads: int | None = None,
                  engine: str = "auto", chunk_bytes: int = DEFAULT_CHUNK_BYTES):
-        self._model = load_snn(path_or_model)
-        self._plan = compile_plan(self._model)
-        self.metadata = metadata(self._model)
+        model = load_snn(path_or_model)   # not kept: the plan holds the weights (a second copy would double memory)
+        self._plan = compile_plan(model)
+        self.metadata = metadata(model)
         self.threads = _check_threads(threads)
         engine = "auto" if engine == "numba" else engine
         if engine not in ENGINES:
