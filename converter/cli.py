@@ -91,8 +91,9 @@ def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str =
                    help="optimal only: no final selection; by default every combination of the knobs left unset "
                         "(v_init half/calibrated, bias correction on/off) is simulated on the calibration data and the "
                         "one whose output agrees best with the ANN is kept")
-    p.add_argument("--maxpool", choices=["gate", "avg"], default="gate",
-                   help="MaxPool on spikes: gate (spiking max pool, exact in the limit) or avg (approximate by AveragePool, reported)")
+    p.add_argument("--maxpool", choices=["gate", "avg", "pre"], default="gate",
+                   help="MaxPool on spikes: gate (spiking max pool, exact in the limit), avg (approximate by AveragePool, reported) "
+                        "or pre (pool the currents before the neuron instead, approximate, reported)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="calibration batch size (default %(default)s)")
 
 

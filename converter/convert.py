@@ -170,14 +170,16 @@ class ConvertedSNN:
         save_atomic(self.ann_model, path)
 
 
-MAXPOOL_MODES = ("gate", "avg")
+MAXPOOL_MODES = ("gate", "avg", "pre")
 
 
 def prepare(model, maxpool: str = "gate") -> tuple[Source, Context, onnx.ModelProto]:
     """Load and clean a model: run every pass. Returns the source, the pass context, and the clean ANN.
 
-    maxpool: "gate" (MaxPool on spikes becomes the gated onnx2snn.SpikeMaxPool) or "avg" (every MaxPool is
-    approximated by an AveragePool, in the threshold-ReLU ANN too; reported)."""
+    maxpool: "gate" (MaxPool on spikes becomes the gated onnx2snn.SpikeMaxPool), "avg" (every MaxPool is
+    approximated by an AveragePool, in the threshold-ReLU ANN too; reported) or "pre" (a MaxPool after an
+    activation moves before it, so its neuron integrates pooled currents; reported). With any mode, a MaxPool
+    after an activation of a static input is moved before it: that is exact."""
     if maxpool not in MAXPOOL_MODES:
         raise InputError(f"maxpool must be one of {MAXPOOL_MODES}, got {maxpool!r}")
     source = load_model(model)
@@ -220,7 +222,8 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     default to what works best with the method: 'none' and 'half' for 'optimal', the paper's 'half' and 0 otherwise.
     bias_correction: for
     'optimal', add to each channel's shift the mean error it leaves on the calibration data; maxpool: 'gate'
-    (spiking max pooling) or 'avg' (approximate MaxPool by AveragePool, reported). select: for 'optimal', try
+    (spiking max pooling), 'avg' (approximate MaxPool by AveragePool, reported) or 'pre' (MaxPool before the
+    neuron, approximate, reported). select: for 'optimal', try
     every combination of the knobs left at their default (v_init half or calibrated, bias correction on or off),
     simulate each whole SNN on the calibration data and keep the one whose output agrees best with the ANN's
     (reported in the notes); select=False uses the defaults (v_init half, bias correction on).

@@ -70,7 +70,8 @@ POLICIES: dict[str, OpPolicy] = {
     "LRN": OpPolicy(REFUSE, _NO_RATE + " (divides by a function of the activity)"),
     "MaxPool": OpPolicy(REWRITE, "on spikes: onnx2snn.SpikeMaxPool, gated by the input with the largest running "
                                  "total, so the output rate tracks the largest input rate; on the analog input: kept, "
-                                 "exact; --maxpool avg approximates it by AveragePool (reported)"),
+                                 "exact; after an activation of a static input: moved before it, exact; --maxpool pre "
+                                 "moves it before any activation, --maxpool avg makes it an AveragePool (both approximate, reported)"),
     "ConvTranspose": OpPolicy(KEEP, _LINEAR),
     "Resize": OpPolicy(KEEP, "nearest mode copies values: applied at every step (linear modes refused)"),
     "Cast": OpPolicy(KEEP, "type conversion in shape arithmetic"),

@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import cnn, mlp
+from conftest import GraphBuilder, cnn, mlp
 
 import converter
 from converter import InputError
@@ -115,3 +115,47 @@ def test_a_fixed_knob_is_not_searched_and_select_false_keeps_the_defaults():
     assert not any(n.startswith("optimal: final selection") for n in plain.report.notes)
     with pytest.raises(InputError, match="select must be True or False"):
         snn.with_settings(select="yes")
+
+
+def _pool_cnn(first: bool):
+    """Conv-Relu(-MaxPool)-Conv-Relu(-MaxPool)-GlobalAveragePool-Gemm: the MaxPool after the first or the second Relu."""
+    b = GraphBuilder(5)
+    x = b.relu(b.conv("x", 2, 6, pads=[1, 1, 1, 1]))
+    if first:
+        x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+    x = b.relu(b.conv(x, 6, 8, pads=[1, 1, 1, 1]))
+    if not first:
+        x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+    y = b.gemm(b.node("Flatten", [b.node("GlobalAveragePool", [x])], axis=1), 8, 4)
+    return b.model([("x", ["N", 2, 8, 8])], [y])
+
+
+def _producer_ops(model, op):
+    produced = {o: n for n in model.graph.node for o in n.output}
+    return [produced[n.input[0]].op_type if n.input[0] in produced else "input" for n in model.graph.node if n.op_type == op]
+
+
+@pytest.mark.parametrize("maxpool", ["gate", "pre"])
+def test_a_maxpool_after_a_static_activation_moves_before_the_neuron_exactly(maxpool):
+    model = _pool_cnn(first=True)
+    x = np.random.default_rng(5).random((32, 2, 8, 8)).astype(np.float32)
+    snn = converter.convert(model, x, timesteps=64, threshold="max-channel", maxpool=maxpool, progress=False)
+    assert _producer_ops(snn.model, "MaxPool") == ["Conv"]          # pooled currents, then the neuron
+    assert not any(n.op_type == "SpikeMaxPool" for n in snn.model.graph.node)
+    assert any(n.op == "MaxPool" and "exact" in n.action for n in snn.report.nodes)
+    np.testing.assert_allclose(ort_run(snn.ann_model, x), ort_run(model, x), rtol=1e-4, atol=1e-5)
+    got = InferenceSession(snn.model).run(None, {"x": x}, timesteps=64)[0]
+    want = ort_run(model, x)
+    assert np.mean(np.abs(got - want)) < 0.05 * np.mean(np.abs(want))
+
+
+def test_a_maxpool_on_spikes_moves_before_the_neuron_only_when_asked_and_reported():
+    model = _pool_cnn(first=False)
+    x = np.random.default_rng(6).random((32, 2, 8, 8)).astype(np.float32)
+    gate = converter.convert(model, x, timesteps=8, progress=False)
+    assert [n.op_type for n in gate.model.graph.node].count("SpikeMaxPool") == 1
+    pre = converter.convert(model, x, timesteps=8, maxpool="pre", progress=False)
+    assert _producer_ops(pre.model, "SpikeMaxPool") == ["Conv"]  # it pools the currents, then the neuron fires
+    assert any("at the user's request" in note for note in pre.report.notes)
+    # the threshold-ReLU ANN is unchanged by the move (max commutes with a monotone activation)
+    np.testing.assert_allclose(ort_run(pre.with_settings(threshold="max-channel").ann_model, x), ort_run(model, x), rtol=1e-4, atol=1e-5)

@@ -1,13 +1,14 @@
 """Graph passes over one onnx-graphsurgeon graph. Each module has one entry point ``run(ctx)``; their order
 is written once, here."""
-from . import (approximate_maxpool, check_ops, drop_output_softmax, fold_batchnorm, fold_constants, remove_identity,
-               rewrite_activations)
+from . import (approximate_maxpool, check_ops, drop_output_softmax, fold_batchnorm, fold_constants, pool_before_neuron,
+               remove_identity, rewrite_activations)
 
 PASSES = [
     remove_identity,       # Dropout/Identity gone
     fold_constants,        # constant subgraphs (incl. static shape arithmetic) become initializers
     fold_batchnorm,        # BatchNormalization folded into Conv/Gemm, or a per-channel Mul+Add
     drop_output_softmax,   # Softmax/LogSoftmax at graph outputs removed (reported)
+    pool_before_neuron,    # Act -> MaxPool becomes MaxPool -> Act where exact (static input), or with maxpool="pre"
     approximate_maxpool,   # only with maxpool="avg": MaxPool -> AveragePool (reported as approximated)
     check_ops,             # every remaining op has a policy that lets it pass; else a clear refusal
     rewrite_activations,   # Relu/Clip(0, c) -> Clip(0, bound): the activation layers to calibrate
