@@ -19,9 +19,9 @@ from runtime import InferenceSession, SNNFormatError, external, load_snn
 LIMIT = 1 << 16   # bytes: the test model (~3 MB) is "large", its skeleton (< 10 kB) is not
 
 
-def big_model() -> onnx.ModelProto:
+def big_model(opset: int = 17) -> onnx.ModelProto:
     """Conv-BN-Relu, Flatten, then Gemm 1024->512->512->10 with Relu: 3.1 MB of weights."""
-    b = GraphBuilder(seed=3)
+    b = GraphBuilder(seed=3, opset=opset)
     x = b.relu(b.batchnorm(b.conv("x", 2, 16, pads=[1, 1, 1, 1]), 16))
     x = b.node("Flatten", [b.node("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])])
     x = b.relu(b.gemm(x, 16 * 8 * 8, 512))
@@ -152,3 +152,13 @@ def test_a_small_model_written_over_a_large_one_removes_its_data_file(files, mon
     snn.save(out)
     assert not os.path.exists(external.data_file(out))
     np.testing.assert_array_equal(InferenceSession(str(out)).run(None, {"x": x[:4]})[0], InferenceSession(snn.model).run(None, {"x": x[:4]})[0])
+
+
+def test_an_old_opset_large_model_is_upgraded_with_its_weights_put_back(large):
+    model = big_model(opset=11)
+    x = np.random.default_rng(2).random((4, 2, 16, 16)).astype(np.float32)
+    source = load_model(model)
+    assert source.opset == 13 and external.is_large(source.model)
+    assert sorted(t.name for t in source.model.graph.initializer) == sorted(t.name for t in model.graph.initializer)
+    assert [i.name for i in source.model.graph.input] == ["x"]
+    np.testing.assert_array_equal(ort_session(source.model).run(None, {"x": x})[0], _run_ort(model.SerializeToString(), x))
