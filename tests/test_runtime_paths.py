@@ -144,3 +144,29 @@ def test_fused_conv_neuron_equals_conv_then_neuron(rng, case, residual):
         np.testing.assert_array_equal(got_counts, want_counts)
         np.testing.assert_array_equal(got_v, want_v)
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_neuron_after_a_shortcut_conv_is_fused_and_equals_reference():
+    """In a strided residual block (Conv1, shortcut Conv, IF(Conv1), Conv2, Add, IF) Conv1 is fused with its
+    neuron although the shortcut Conv comes between them; results equal the reference, for 1 and 2 threads."""
+    from conftest import GraphBuilder
+    from runtime.plan import compile_plan
+    b = GraphBuilder(3)
+    x = b.relu(b.conv("x", 2, 6, pads=[1, 1, 1, 1]))
+    main = b.conv(x, 6, 8, strides=[2, 2], pads=[1, 1, 1, 1])
+    shortcut = b.conv(x, 6, 8, k=1, strides=[2, 2])
+    main = b.conv(b.relu(main), 8, 8, pads=[1, 1, 1, 1])
+    y = b.relu(b.node("Add", [main, shortcut]))
+    y = b.gemm(b.node("Flatten", [b.node("GlobalAveragePool", [y])], axis=1), 8, 4)
+    snn, x = converted(b.model([("x", ["N", 2, 12, 12])], [y]), (2, 12, 12))
+    steps = compile_plan(snn).steps
+    conv1 = next(s for s in steps if s.op == "Conv" and s.attrs.get("kernel_shape") == [3, 3] and s.attrs.get("strides") == [2, 2])
+    assert steps[steps.index(conv1) + 1].op == "Conv"  # the shortcut sits between Conv1 and its neuron
+    want = InferenceSession(snn, engine="reference").run(None, {"x": x}, timesteps=8)[0]
+    outs = []
+    for threads in (1, 2):
+        sess = InferenceSession(snn, threads=threads, engine="event")
+        outs.append(sess.run(None, {"x": x}, timesteps=8)[0])
+        assert conv1.name not in sess.stats["node_time_s"]  # computed inside the fused kernel of its neuron
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(outs[0], want, rtol=0, atol=1e-5)
