@@ -97,6 +97,8 @@ def _scatter_any(acc, x, b, wt, rows, cols, groups, n_out, wo):
         ci = c - g * cg
         o0 = g * (n_out // groups)
         for y in range(height):
+            if rows[y].max() < 0:  # a row no output reads (stride > kernel, e.g. a 1x1 stride-2 shortcut)
+                continue
             for e in range(_row_events(x, b, c, y, events)):
                 xx = events[e]
                 val = np.float64(x[b, c, y, xx])
