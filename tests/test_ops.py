@@ -93,8 +93,8 @@ def test_conv_transpose_resize_and_depthwise():
 def maxpool_model():
     b = GraphBuilder(5)
     x = b.node("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2])           # on the analog input: exact
-    x = b.relu(b.conv(x, 2, 6, pads=[1, 1, 1, 1]))
-    x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    x = b.relu(b.conv(b.relu(b.conv(x, 2, 6, pads=[1, 1, 1, 1])), 6, 6, pads=[1, 1, 1, 1]))
+    x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # on spikes: gated
     x = b.relu(b.conv(x, 6, 8, pads=[1, 1, 1, 1]))
     y = b.gemm(b.node("Flatten", [b.node("GlobalAveragePool", [x])]), 8, 4)
     return b.model([("x", ["N", 2, 16, 16])], [y])
@@ -182,7 +182,8 @@ def test_model_without_activations_converts_with_a_note():
 def shufflenet_model(batch=1):
     """Two ShuffleNet units as the structure-only light_shufflenet has them: group 1x1 conv, channel shuffle
     (Reshape with the batch size written out, Transpose, Reshape), depthwise conv; a stride-2 unit that
-    concatenates an AveragePool of its input, a stride-1 unit with a residual Sum; a gated MaxPool after the stem."""
+    concatenates an AveragePool of its input, a stride-1 unit with a residual Sum; a MaxPool after the stem (moved
+    before the stem's neuron, exact: its input is the analog image)."""
     b = GraphBuilder(9)
 
     def shuffle(x, groups, c, hw):
