@@ -9,7 +9,8 @@ are printed as unavailable. Usage:
                                        [--repeats 3] [--json OUT.json]
 
 Every row is the best of --repeats runs, except the NumPy reference and the dense path at batch > 1 (one run
-each: they take seconds to minutes). Times are wall-clock; on a shared machine, look at the load average.
+each: they take seconds to minutes). Times are wall-clock; on a shared machine, look at the load average and
+the "cpu (s)" column (CPU time of the best run, all threads summed), which load inflates much less.
 """
 from __future__ import annotations
 
@@ -34,13 +35,15 @@ import runtime  # noqa: E402
 from runtime.plan import compile_plan  # noqa: E402
 
 def best_of(fn, repeats):
-    """(best wall seconds, last result)."""
+    """(best wall seconds, CPU seconds of that run, last result). CPU time is the process's, all threads summed:
+    on a loaded machine it is the steadier measure of the work done."""
     times, result = [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
+    wall, cpu = min(times)
+    return wall, cpu, result
 
 
 def peak_numpy_mb(fn):
@@ -160,18 +163,18 @@ def main(argv=None):
                 x = data[:batch]
                 feeds = {in_name: x}
                 base = dict(model=name, T=steps, batch=batch)
-                t_ort, _ = best_of(lambda: ort_sess.run(None, feeds), args.repeats * 3)
-                rows.append(dict(base, engine="onnxruntime ANN", threads=cores, seconds=t_ort, peak_mb=None))
-                t_ref, ref_out = best_of(lambda: reference.run(None, feeds, timesteps=steps)[0], 1)
-                rows.append(dict(base, engine="numpy reference", threads=1, seconds=t_ref, peak_mb=None,
+                t_ort, c_ort, _ = best_of(lambda: ort_sess.run(None, feeds), args.repeats * 3)
+                rows.append(dict(base, engine="onnxruntime ANN", threads=cores, seconds=t_ort, cpu_seconds=c_ort, peak_mb=None))
+                t_ref, c_ref, ref_out = best_of(lambda: reference.run(None, feeds, timesteps=steps)[0], 1)
+                rows.append(dict(base, engine="numpy reference", threads=1, seconds=t_ref, cpu_seconds=c_ref, peak_mb=None,
                                  synops=reference.stats["total_synops"]))
                 outs = {}
                 for (mode, n), sess in sessions.items():
                     reps = 1 if mode == "dense" and batch > 1 else args.repeats
-                    t, out = best_of(lambda: sess.run(None, feeds, timesteps=steps)[0], reps)
+                    t, cpu, out = best_of(lambda: sess.run(None, feeds, timesteps=steps)[0], reps)
                     m = peak_numpy_mb(lambda: sess.run(None, feeds, timesteps=steps)) if mode != "dense" or batch == 1 else None
                     outs[(mode, n)] = out
-                    rows.append(dict(base, engine=f"onnx2snn {mode}", threads=n, seconds=t, peak_mb=m,
+                    rows.append(dict(base, engine=f"onnx2snn {mode}", threads=n, seconds=t, cpu_seconds=cpu, peak_mb=m,
                                      synops=sess.stats["total_synops"],
                                      max_abs_vs_reference=float(np.abs(out - ref_out).max()),
                                      paths=sorted(set(sess.stats.get("node_path", {}).values()))))
@@ -184,9 +187,9 @@ def main(argv=None):
                     rows.append(dict(base, engine="spikingjelly", threads=cores, seconds=None, note=f"unavailable ({sj_note})"))
                 else:
                     sj(x, steps)  # warm-up
-                    t, out = best_of(lambda: sj(x, steps), args.repeats)
+                    t, cpu, out = best_of(lambda: sj(x, steps), args.repeats)
                     agree = float(np.mean(out.argmax(1) == ref_out.argmax(1)))
-                    rows.append(dict(base, engine="spikingjelly", threads=cores, seconds=t, peak_mb=None, note=sj_note,
+                    rows.append(dict(base, engine="spikingjelly", threads=cores, seconds=t, cpu_seconds=cpu, peak_mb=None, note=sj_note,
                                      max_abs_vs_reference=float(np.abs(out - ref_out).max()), top1_agreement=agree))
                 print_block(rows, base, os.getloadavg()[0])
     summary = acceptance(rows)
@@ -206,7 +209,7 @@ def _find(rows, base, engine, threads=None):
 def print_block(rows, base, load):
     ort_row, sj_row = _find(rows, base, "onnxruntime ANN"), _find(rows, base, "spikingjelly")
     print(f"\n{base['model']}  T={base['T']}  batch={base['batch']}  (1-minute load average {load:.1f})")
-    print(f"  {'engine':<20} {'thr':>3} {'time (s)':>10} {'x ORT':>8} {'SJ / this':>9} {'GSynOps/s':>9} {'peak MB':>8}  notes  (peak MB: NumPy arrays of one run)")
+    print(f"  {'engine':<20} {'thr':>3} {'time (s)':>10} {'cpu (s)':>8} {'x ORT':>8} {'SJ / this':>9} {'GSynOps/s':>9} {'peak MB':>8}  notes  (peak MB: NumPy arrays of one run)")
     for r in rows:
         if not all(r[k] == v for k, v in base.items()):
             continue
@@ -224,7 +227,8 @@ def print_block(rows, base, load):
             notes.append(f"top-1 agree {r['top1_agreement']:.3f}")
         if r.get("bit_identical_across_threads") is False:
             notes.append("NOT bit-identical across threads")
-        print(f"  {r['engine']:<20} {r['threads']:>3} {r['seconds']:10.4f} {vs_ort:8.2f} {vs_sj} {rate} {peak}  {', '.join(notes)}")
+        cpu = f"{r['cpu_seconds']:8.3f}" if r.get("cpu_seconds") is not None else f"{'':>8}"
+        print(f"  {r['engine']:<20} {r['threads']:>3} {r['seconds']:10.4f} {cpu} {vs_ort:8.2f} {vs_sj} {rate} {peak}  {', '.join(notes)}")
 
 
 def acceptance(rows):
