@@ -224,6 +224,16 @@ def test_optimal_thresholds_on_a_graph_with_a_fixed_batch_reshape():
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
 
 
+def test_optimal_on_a_fixed_batch_model_calibrated_batch_by_batch():
+    """Calibration data for a model whose batch size is fixed comes in batches of that size; the SNN-side
+    calibration runs its kept samples as one batch, so it keeps no more than that (and says so)."""
+    x = images(3, 3, 32, 32)
+    snn = converter.convert(shufflenet_model(), [x[i:i + 1] for i in range(3)], timesteps=8, threshold="optimal", progress=False)
+    assert any("batch size is fixed at 1" in note for note in snn.report.notes)
+    (out,) = InferenceSession(snn.model).run(None, {"x": x[:1]})
+    assert np.all(np.isfinite(out))
+
+
 def test_a_layer_threshold_leaves_channels_below_its_resolution_silent():
     """One V_th for a layer whose channels differ in scale (ShuffleNet: a Concat of a branch and a much larger
     AveragePool path): a channel whose activation is below V_th/(2T) never fires, at any T below V_th/(2a);
