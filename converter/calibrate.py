@@ -134,8 +134,16 @@ def iter_batches(calibration, inputs: list[TensorInfo], batch_size: int) -> Iter
         return out
 
     if isinstance(calibration, (np.ndarray, dict)) or hasattr(calibration, "__array__"):
+        # one array of many samples for a model exported with a fixed batch size: fed that many at a time
+        fixed = next((i.shape[0] for i in inputs if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0), None)
+        if fixed is not None:
+            inputs = [TensorInfo(i.name, (None,) + tuple(i.shape[1:]) if i.shape else i.shape, i.dtype) for i in inputs]
+            batch_size = fixed
         feeds = to_feeds(calibration if isinstance(calibration, dict) else _as_array(calibration), "data")
         n = next(iter(feeds.values())).shape[0]
+        if fixed is not None and n % fixed:
+            raise CalibrationError(f"calibration data: {n} samples for a model whose batch size is fixed at {fixed}; "
+                                   f"give a multiple of {fixed}")
         for start in range(0, n, batch_size):
             yield {k: v[start:start + batch_size] for k, v in feeds.items()}
         return
@@ -172,12 +180,45 @@ def calibrate(ann: onnx.ModelProto, inputs: list[TensorInfo], activation_outputs
     return stats, {k: np.concatenate(v) for k, v in kept.items()}
 
 
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size a model was exported with, if its first input fixes one (e.g. a batch-1 PyTorch export)."""
+    inits = {i.name for i in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name not in inits:
+            dims = value.type.tensor_type.shape.dim
+            return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    return None
+
+
+def run_in_blocks(run, values: list[np.ndarray], batch: int, fixed: bool) -> list[np.ndarray]:
+    """``run(values)`` on ``batch`` samples at a time. ``fixed``: the model (or node, such as a Reshape naming the
+    batch size) takes exactly ``batch`` samples, so a short last block is padded with copies of its first sample,
+    dropped again after. Arrays whose first axis is not the samples' are passed whole to every block."""
+    n = next((v.shape[0] for v in values if v.ndim), None)
+    if n is None or n <= batch and not (fixed and n < batch):
+        return run(values)
+    blocks = []
+    for start in range(0, n, batch):
+        short = batch - min(batch, n - start) if fixed else 0
+        part = [np.concatenate([v[start:start + batch]] + [v[start:start + 1]] * short) if v.ndim and v.shape[0] == n else v
+                for v in values]
+        outs = run(part)
+        if fixed and any(o.ndim == 0 or o.shape[0] != batch for o in outs):
+            raise CalibrationError(f"an output does not keep the batch axis first on a model with a fixed batch size "
+                                   f"{batch}; export the model with a dynamic batch size")
+        blocks.append([o[:len(o) - short] for o in outs])
+    return [np.concatenate(parts) for parts in zip(*blocks)]
+
+
 def activations(ann: onnx.ModelProto, outputs: list[str], feeds: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
-    """The ANN's named activations on the given samples, as whole arrays (for the SNN-side calibration)."""
+    """The ANN's named activations on the given samples, as whole arrays (for the SNN-side calibration); a model
+    with a fixed batch size runs on blocks of that size."""
     session = ort_session(ann, outputs)
-    n = next(iter(feeds.values())).shape[0]
-    parts = [session.run(outputs, {k: v[i:i + batch_size] for k, v in feeds.items()}) for i in range(0, n, batch_size)]
-    return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(outputs)}
+    names = list(feeds)
+    fixed = fixed_batch(ann)
+    values = run_in_blocks(lambda vals: session.run(outputs, dict(zip(names, vals))), [feeds[k] for k in names],
+                           fixed or batch_size, fixed is not None)
+    return dict(zip(outputs, values))
 
 
 def ort_session(model: onnx.ModelProto, extra_outputs: list[str] = ()) -> ort.InferenceSession:

@@ -235,12 +235,6 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     source, ctx, clean = prepare(model, maxpool)
     names = [a.node.outputs[0].name for a in ctx.activations]
     inputs = model_inputs(clean)
-    # a model exported with a fixed batch size (e.g. a Reshape naming it) runs only on batches of that size: the
-    # samples kept for the SNN-side ('optimal') calibration, run as one batch, are no more than that
-    fixed = [i.shape[0] for i in inputs if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0]
-    keep = min([SNN_CALIBRATION_IMAGES] + fixed)
-    if keep < SNN_CALIBRATION_IMAGES and parse_method(threshold).kind == "optimal":
-        ctx.report.notes.append(f"the model's batch size is fixed at {keep}: 'optimal' calibrates on the SNN with {keep} sample(s)")
-    stats, samples = calibrate(clean, inputs, names, calibration, batch_size, progress, keep=keep)
+    stats, samples = calibrate(clean, inputs, names, calibration, batch_size, progress, keep=SNN_CALIBRATION_IMAGES)
     del clean  # emitted again from the graph: a large model's weights are not held once more meanwhile
     return ConvertedSNN(source, ctx, stats, settings, samples)

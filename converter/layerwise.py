@@ -34,6 +34,7 @@ from runtime.format import DOMAIN, MAXPOOL_OP, NEURON_OP
 from runtime.plan import _attrs
 from runtime.spike_pool import spike_max_pool_handler
 
+from .calibrate import fixed_batch, run_in_blocks
 from .progress import progress
 
 V_TH_FACTORS = np.geomspace(0.1, 1.0, 19)     # candidate V_th / channel max of the ANN activation
@@ -271,6 +272,7 @@ def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: d
     keep = {o.name for o in snn.graph.output}
     # A value is (array, dynamic): dynamic values are (T, N, ...), static ones (N, ...) are the same every step.
     env: dict[str, tuple[np.ndarray, bool]] = {k: (v, False) for k, v in feeds.items()}
+    batch = fixed_batch(snn)
     chosen: dict[str, LayerParams] = {}
     for i, node in enumerate(progress(nodes, desc="calibrating the SNN layer by layer", unit="node")):
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
@@ -291,10 +293,14 @@ def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: d
             args = [env[name] for name in node.input if name and name not in constants]
             dynamic = any(d for _, d in args)
             runner = _NodeRunner(node, constants, opset)
+            call = (lambda values, run=runner: run_in_blocks(run, values, batch, True)) if batch else runner
             if dynamic and not _samplewise(node, env, constants):
-                per_step = [runner([value[t] if d else value for value, d in args]) for t in range(timesteps)]
+                per_step = [call([value[t] if d else value for value, d in args]) for t in range(timesteps)]
                 for name, values in zip(node.output, zip(*per_step)):
                     env[name] = (np.stack(values), True)
+            elif not dynamic and batch is not None:  # the static part (e.g. the first Conv) of a fixed-batch model
+                for name, value in zip(node.output, call([value for value, _ in args])):
+                    env[name] = (value, False)
             else:
                 stacked = []
                 for value, d in args:

@@ -224,14 +224,25 @@ def test_optimal_thresholds_on_a_graph_with_a_fixed_batch_reshape():
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
 
 
-def test_optimal_on_a_fixed_batch_model_calibrated_batch_by_batch():
-    """Calibration data for a model whose batch size is fixed comes in batches of that size; the SNN-side
-    calibration runs its kept samples as one batch, so it keeps no more than that (and says so)."""
+def test_optimal_on_a_fixed_batch_model_uses_every_calibration_sample():
+    """A batch-1 export (its Reshapes name the batch size) is calibrated on all its samples, block by block of
+    its batch size, exactly as the same graph with the batch written as 3 calibrates on them in one batch."""
     x = images(3, 3, 32, 32)
-    snn = converter.convert(shufflenet_model(), [x[i:i + 1] for i in range(3)], timesteps=8, threshold="optimal", progress=False)
-    assert any("batch size is fixed at 1" in note for note in snn.report.notes)
-    (out,) = InferenceSession(snn.model).run(None, {"x": x[:1]})
+    fixed = converter.convert(shufflenet_model(), [x[i:i + 1] for i in range(3)], timesteps=8, threshold="optimal", progress=False)
+    whole = converter.convert(shufflenet_model(batch=3), {"x": x}, timesteps=8, threshold="optimal", progress=False)
+    one_array = converter.convert(shufflenet_model(), x, timesteps=8, threshold="optimal", progress=False)  # fed 1 by 1
+    assert one_array.model.SerializeToString() == fixed.model.SerializeToString()
+    params = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute if a.name in ("v_th", "shift", "v_init")}
+              for snn in (fixed, whole) for n in snn.model.graph.node if n.op_type == "IFNeuron"]
+    half = len(params) // 2
+    for got, want in zip(params[:half], params[half:]):
+        for key in want:
+            g, w = (onnx.numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.float64(v) for v in (got[key], want[key]))
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=key)
+    (out,) = InferenceSession(fixed.model).run(None, {"x": x[:1]})
     assert np.all(np.isfinite(out))
+    with pytest.raises(converter.CalibrationError, match="batch size is fixed at 2; give a multiple of 2"):
+        converter.convert(shufflenet_model(batch=2), x, timesteps=8, progress=False)
 
 
 def test_a_layer_threshold_leaves_channels_below_its_resolution_silent():
