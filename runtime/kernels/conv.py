@@ -161,13 +161,14 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, residual, v_th,
     size = plane * n_out
     for t in range(timesteps):
         _accumulate(acc, x[t], n, wt, wflip, bias, rows, cols, pad_w, groups, wo)
-        for q in range(size):
-            cur[q] = np.float32(acc[q])
-        if residual.shape[0] > 0:  # channels-first residual into the channels-last current
+        if residual.shape[0] > 0:  # the channels-first residual added to the channels-last current
             rt = residual[t, n].reshape(size)
-            for o in range(n_out):
-                for p in range(plane):
-                    cur[p * n_out + o] = cur[p * n_out + o] + rt[o * plane + p]
+            for p in range(plane):
+                for o in range(n_out):
+                    cur[p * n_out + o] = np.float32(acc[p * n_out + o]) + rt[o * plane + p]
+        else:
+            for q in range(size):
+                cur[q] = np.float32(acc[q])
         fired = 0
         for p in range(plane):
             for o in range(n_out):
