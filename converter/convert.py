@@ -30,6 +30,7 @@ from .thresholds import parse_method, shift_value, threshold
 from .writer import build_ann, build_snn, save_atomic
 
 RESETS = fmt.RESETS
+CALIBRATED_V_INIT_MAX_T = 2   # the final selection tries a calibrated v_init up to this T (docs/quality.md, ablation)
 SNN_CALIBRATION_IMAGES = 512   # calibration samples kept for the SNN-side ('optimal') calibration
 SELECTION_NOTE = "optimal: final selection"
 
@@ -104,7 +105,8 @@ class ConvertedSNN:
         if method.kind == "optimal":
             raw = self.raw_settings
             free = s.select  # knobs left at their default (None) are chosen by the final selection
-            v_inits = ["half", "calibrated"] if free and raw.v_init is None else [s.v_init]
+            # a calibrated v_init (4x the work) pays off only when a neuron fires at most a couple of times
+            v_inits = ["half", "calibrated"] if free and raw.v_init is None and s.timesteps <= CALIBRATED_V_INIT_MAX_T else [s.v_init]
             biases = [True, False] if free and raw.bias_correction is None else [s.bias_correction]
             candidates = [Candidate(v0, b) for v0 in v_inits for b in biases]
             feeds, targets, ann_outputs = self._calibration_set()
