@@ -42,7 +42,6 @@ V_INIT_FACTORS = np.array([0.0, 0.25, 0.5, 0.75])  # candidate v_init / V_th for
 BIAS_ROUNDS = 3
 IMAGE_STEPS = 8192                              # calibration images x T simulated (bounds time and memory)
 MIN_IMAGES = 32
-SELECT_IMAGE_STEPS = IMAGE_STEPS // 4           # images x T on which the final selection compares candidates
 
 
 @dataclass
@@ -342,26 +341,15 @@ def select(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str
     of the readout against the ANN's top-1 class (a smooth form of top-1 agreement, which ties at 100% once T
     is large enough), the first candidate on a tie.
 
-    Only calibration data is used. With one candidate this is plain :func:`calibrate_snn`. The candidates are
-    compared on the first SELECT_IMAGE_STEPS / T images (at least MIN_IMAGES; the comparison costs one
-    calibration per candidate); the winner is then calibrated on all of them.
+    Only calibration data is used. With one candidate this is plain :func:`calibrate_snn`.
     """
-    if len(candidates) == 1:
-        return candidates[0], calibrate_snn(snn, feeds, targets, timesteps, v_init=candidates[0].v_init,
-                                            bias=candidates[0].bias, **fixed)[0]
-    n = len(next(iter(feeds.values())))
-    size = max(MIN_IMAGES, SELECT_IMAGE_STEPS // timesteps)
-    subset = n > size
-    if subset:
-        cut = lambda values: {k: v[:size] for k, v in values.items()}
-        feeds_s, targets_s, ann_s = cut(feeds), cut(targets), cut(ann_outputs)
-    else:
-        feeds_s, targets_s, ann_s = feeds, targets, ann_outputs
     best, best_params = None, None
     for cand in candidates:
-        params, readout = calibrate_snn(snn, feeds_s, targets_s, timesteps, v_init=cand.v_init, bias=cand.bias, **fixed)
+        params, readout = calibrate_snn(snn, feeds, targets, timesteps, v_init=cand.v_init, bias=cand.bias, **fixed)
+        if len(candidates) == 1:
+            return cand, params
         agree, ce = [], []
-        for name, want in ann_s.items():
+        for name, want in ann_outputs.items():
             got = readout[name].reshape(len(want), -1)
             labels = want.reshape(len(want), -1).argmax(1)
             agree.append(np.mean(got.argmax(1) == labels))
@@ -369,6 +357,4 @@ def select(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str
         cand.agreement, cand.cross_entropy = float(np.mean(agree)), float(np.mean(ce))
         if best is None or cand.cross_entropy < best.cross_entropy:
             best, best_params = cand, params
-    if subset:
-        best_params = calibrate_snn(snn, feeds, targets, timesteps, v_init=best.v_init, bias=best.bias, **fixed)[0]
     return best, best_params
