@@ -70,10 +70,14 @@ def _gate_max_pools(graph: gs.Graph, neurons: list[gs.Node], report) -> None:
     for node in graph.nodes:
         if node.op != "MaxPool":
             continue
+        entry = report.node(node.name)
+        moved = entry is not None and entry.action.startswith(("moved before", "approximated: moved before"))
         if node.inputs[0].name not in dynamic:
-            report.set_action(node.name, "kept: it pools the analog input, the same at every step, so it is exact")
+            if not moved:  # else the pool_before_neuron pass already said why it is exact
+                report.set_action(node.name, "kept: its input comes from the analog input alone, the same at every step, so it is exact")
         else:
-            report.set_action(node.name, f"gated spiking max pool ({fmt.DOMAIN}.{fmt.MAXPOOL_OP})")
+            gated = f"gated max pool ({fmt.DOMAIN}.{fmt.MAXPOOL_OP})"
+            report.set_action(node.name, f"{entry.action}; {gated} of the currents" if moved else f"{gated} of spikes")
             node.op, node.domain = fmt.MAXPOOL_OP, fmt.DOMAIN
             truncate(node.outputs, 1)
             node.attrs = {k: v for k, v in node.attrs.items() if k in ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad")}
