@@ -226,7 +226,8 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     'optimal', add to each channel's shift the mean error it leaves on the calibration data; maxpool: 'gate'
     (spiking max pooling), 'avg' (approximate MaxPool by AveragePool, reported) or 'pre' (MaxPool before the
     neuron, approximate, reported). select: for 'optimal', try
-    every combination of the knobs left at their default (v_init half or calibrated, bias correction on or off),
+    every combination of the knobs left at their default (bias correction on or off; v_init half or calibrated
+    up to T = CALIBRATED_V_INIT_MAX_T),
     simulate each whole SNN on the calibration data and keep the one whose output agrees best with the ANN's
     (reported in the notes); select=False uses the defaults (v_init half, bias correction on).
     """
@@ -236,7 +237,6 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     source, ctx, clean = prepare(model, maxpool)
     names = [a.node.outputs[0].name for a in ctx.activations]
-    inputs = model_inputs(clean)
-    stats, samples = calibrate(clean, inputs, names, calibration, batch_size, progress, keep=SNN_CALIBRATION_IMAGES)
+    stats, samples = calibrate(clean, model_inputs(clean), names, calibration, batch_size, progress, keep=SNN_CALIBRATION_IMAGES)
     del clean  # emitted again from the graph: a large model's weights are not held once more meanwhile
     return ConvertedSNN(source, ctx, stats, settings, samples)

@@ -15,8 +15,8 @@ converted layers really produce, against the source ANN's activation on the same
    channel, so the error that remains is zero-mean and does not add up through the next layers.
 
 The chosen parameters are then fixed and the layer's spikes feed the next layer. Finally (:func:`select`), the
-whole calibration is repeated for each candidate setting of the knobs the user left free (v_init half or
-calibrated, bias correction on or off), and the candidate whose simulated SNN output is closest to the ANN's
+whole calibration is repeated for each candidate setting of the knobs the user left free (bias correction on
+or off; v_init half or calibrated for small T), and the candidate whose simulated SNN output is closest to the ANN's
 on the calibration data is kept: which knob helps depends on T and on the model (at T = 1 bias correction
 often hurts), so the choice is made for the target T.
 """

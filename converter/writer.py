@@ -16,6 +16,7 @@ from runtime import external
 from runtime import format as fmt
 
 from .passes.context import Context, downstream, truncate
+from .passes.pool_before_neuron import MOVED
 
 
 def _export(graph: gs.Graph, opset: int, extra_domains: list | None = None) -> onnx.ModelProto:
@@ -71,7 +72,7 @@ def _gate_max_pools(graph: gs.Graph, neurons: list[gs.Node], report) -> None:
         if node.op != "MaxPool":
             continue
         entry = report.node(node.name)
-        moved = entry is not None and entry.action.startswith(("moved before", "approximated: moved before"))
+        moved = entry is not None and MOVED in entry.action
         if node.inputs[0].name not in dynamic:
             if not moved:  # else the pool_before_neuron pass already said why it is exact
                 report.set_action(node.name, "kept: its input comes from the analog input alone, the same at every step, so it is exact")

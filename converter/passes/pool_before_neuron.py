@@ -17,6 +17,8 @@ import onnx_graphsurgeon as gs
 
 from .context import Context, downstream, finish
 
+MOVED = "moved before"  # in the report action of every MaxPool this pass moves (the writer keeps that reason)
+
 
 def run(ctx: Context) -> None:
     graph = ctx.graph
@@ -39,9 +41,9 @@ def run(ctx: Context) -> None:
         act.inputs[0] = before
         act.outputs[0] = pooled
         if static:
-            ctx.report.set_action(pool.name, f"moved before '{act.name}' (exact: its input is the same every step)")
+            ctx.report.set_action(pool.name, f"{MOVED} '{act.name}' (exact: its input is the same every step)")
         else:
-            ctx.report.set_action(pool.name, f"approximated: moved before '{act.name}' (--maxpool pre)")
+            ctx.report.set_action(pool.name, f"approximated: {MOVED} '{act.name}' (--maxpool pre)")
             ctx.report.notes.append(f"MaxPool '{pool.name}' was moved before activation '{act.name}' at the user's request: "
                                     "the neuron integrates the gated max of its input currents instead of the max of the rates of spiking inputs")
     finish(graph)
