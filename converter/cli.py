@@ -80,16 +80,16 @@ _v_init = _word_or_number("half", "calibrated")
 
 def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str = "optimal") -> None:
     p.add_argument("--threshold", default=default_threshold, help=f"V_th: {METHODS_HELP} (default %(default)s)")
-    p.add_argument("--shift", type=_shift, default=None, help="current shift per step: half (V_th/2T), none, or a number (default: none for optimal, half otherwise)")
+    p.add_argument("--shift", type=_shift, default=None, help="current shift per step: half (V_th/2T), none, or a number (default: none for optimal and ltb, half otherwise)")
     p.add_argument("--reset", choices=fmt.RESETS, default="subtract", help="reset after a spike (default %(default)s)")
     p.add_argument("--v-init", type=_v_init, default=None,
-                   help="initial membrane: a number, half (V_th/2) or calibrated (per channel; optimal only) (default: half for optimal, 0 otherwise)")
+                   help="initial membrane: a number, half (V_th/2) or calibrated (per channel; optimal only) (default: half for optimal and ltb, 0 otherwise)")
     p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false", default=None,
                    help="optimal only: do not add the per-channel shift that cancels the mean conversion error "
                         "(default: on, or chosen by the final selection)")
     p.add_argument("--no-select", dest="select", action="store_false",
                    help="optimal only: no final selection; by default every combination of the knobs left unset "
-                        "(bias correction on/off; v_init half/calibrated for T <= 2) is simulated on the calibration data "
+                        "(bias correction on/off; v_init half/calibrated and ltb for T <= 2) is simulated on the calibration data "
                         "and the one whose output agrees best with the ANN is kept")
     p.add_argument("--maxpool", choices=["gate", "avg", "pre"], default="gate",
                    help="MaxPool on spikes: gate (spiking max pool, exact in the limit), avg (approximate by AveragePool, reported) "

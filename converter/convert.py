@@ -26,11 +26,12 @@ from .passes.context import Context
 from .policy import policy_of
 from .report import LayerEntry, NodeEntry, Report
 from .layerwise import Candidate, images_for, select as select_candidates
-from .thresholds import parse_method, shift_value, threshold
+from .thresholds import SNN_SIDE, parse_method, shift_value, threshold
 from .writer import build_ann, build_snn, save_atomic
 
 RESETS = fmt.RESETS
 CALIBRATED_V_INIT_MAX_T = 2   # the final selection tries a calibrated v_init up to this T (docs/quality.md, ablation)
+LTB_MAX_T = 2                 # ... and local threshold balancing up to this T (docs/quality.md)
 SNN_CALIBRATION_IMAGES = 512   # calibration samples kept for the SNN-side ('optimal') calibration
 SELECTION_NOTE = "optimal: final selection"
 
@@ -50,8 +51,8 @@ def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_corr
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
         raise InputError(f"timesteps must be a positive integer, got {timesteps!r}")
     method = parse_method(threshold_method)
-    shift = shift if shift is not None else ("none" if method.kind == "optimal" else "half")
-    v_init = v_init if v_init is not None else ("half" if method.kind == "optimal" else 0.0)
+    shift = shift if shift is not None else ("none" if method.kind in SNN_SIDE else "half")
+    v_init = v_init if v_init is not None else ("half" if method.kind in SNN_SIDE else 0.0)
     if shift not in ("half", "none"):
         try:
             shift = float(shift)
@@ -66,7 +67,7 @@ def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_corr
             v_init = float(v_init)
         except (TypeError, ValueError):
             raise InputError(f"v_init must be 'half' (V_th/2), 'calibrated' or a number, got {v_init!r}") from None
-    bias_correction = True if bias_correction is None else bias_correction
+    bias_correction = method.kind == "optimal" if bias_correction is None else bias_correction
     if not isinstance(bias_correction, bool):
         raise InputError(f"bias_correction must be True or False, got {bias_correction!r}")
     if not isinstance(select, bool):
@@ -102,24 +103,20 @@ class ConvertedSNN:
         meta = {fmt.META_THRESHOLD_METHOD: s.threshold, fmt.META_SOURCE_SHA256: self._source.sha256}
         placeholder = {name: 1.0 for name in names}
         model = build_snn(ctx, placeholder, s.timesteps, {n: 0.0 for n in names}, {n: 0.0 for n in names}, s.reset, self._source.opset, meta)
-        if method.kind == "optimal":
-            raw = self.raw_settings
-            free = s.select  # knobs left at their default (None) are chosen by the final selection
-            # a calibrated v_init (4x the work) pays off only when a neuron fires at most a couple of times
-            v_inits = ["half", "calibrated"] if free and raw.v_init is None and s.timesteps <= CALIBRATED_V_INIT_MAX_T else [s.v_init]
-            biases = [True, False] if free and raw.bias_correction is None else [s.bias_correction]
-            candidates = [Candidate(v0, b) for v0 in v_inits for b in biases]
+        if method.kind in SNN_SIDE:
+            candidates = self._candidates(method) if method.kind == "optimal" else [Candidate(s.v_init, s.bias_correction, "ltb")]
             feeds, targets, ann_outputs = self._calibration_set()
             best, chosen = select_candidates(model, feeds, targets, ann_outputs, s.timesteps, candidates, per_channel=method.per_channel,
                                              shift=s.shift, reset=s.reset, upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
                                              v_max={n: stats[n].channel_max for n in names})
             s = self.settings = Settings(**(vars(s) | {"v_init": best.v_init, "bias_correction": best.bias}))
             if len(candidates) > 1:
+                describe = lambda c: f"{'ltb, ' if c.rule == 'ltb' else ''}v_init {c.v_init} bias {'on' if c.bias else 'off'}"
                 self.report.notes.append(
                     f"{SELECTION_NOTE} on {len(next(iter(feeds.values())))} calibration samples at T={s.timesteps} "
                     "(top-1 agreement with the ANN / cross-entropy against its top-1, the smallest wins): " + ", ".join(
-                        f"v_init {c.v_init} bias {'on' if c.bias else 'off'}: {100 * c.agreement:.1f}% / {c.cross_entropy:.3g}" for c in candidates)
-                    + f"; chose v_init {best.v_init}, bias {'on' if best.bias else 'off'}")
+                        f"{describe(c)}: {100 * c.agreement:.1f}% / {c.cross_entropy:.3g}" for c in candidates)
+                    + f"; chose {describe(best)}")
             params = {n: {"v_th": compact(p.v_th), "shift": compact(p.shift), "v_init": compact(p.v_init)} for n, p in chosen.items()}
         else:
             params = {}
@@ -139,6 +136,21 @@ class ConvertedSNN:
         self.ann_model = build_ann(ctx, {n: float(np.max(v)) for n, v in self.thresholds.items()}, self._source.opset)
         per_channel_clips(self.ann_model, {n: v for n, v in self.thresholds.items() if isinstance(v, np.ndarray)},
                           {n: stats[n].ndim for n in names})
+
+    def _candidates(self, method) -> list[Candidate]:
+        """What optimal's final selection tries: every combination of the knobs the user left unset (bias correction
+        on/off; v_init half/calibrated for T <= CALIBRATED_V_INIT_MAX_T), and for T <= LTB_MAX_T, if both are
+        unset and V_th is per channel, local threshold balancing (v_init half, no bias correction)."""
+        s, raw = self.settings, self.raw_settings
+        if not s.select:
+            return [Candidate(s.v_init, s.bias_correction)]
+        small = s.timesteps <= CALIBRATED_V_INIT_MAX_T
+        v_inits = ["half", "calibrated"] if raw.v_init is None and small else [s.v_init]
+        biases = [True, False] if raw.bias_correction is None else [s.bias_correction]
+        candidates = [Candidate(v0, b) for v0 in v_inits for b in biases]
+        if raw.v_init is None and raw.bias_correction is None and method.per_channel and s.timesteps <= LTB_MAX_T:
+            candidates.append(Candidate("half", False, "ltb"))
+        return candidates
 
     def _calibration_set(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Samples, the source ANN's activations on them (neuron name -> array) and its outputs (output name ->

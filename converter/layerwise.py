@@ -14,11 +14,14 @@ converted layers really produce, against the source ANN's activation on the same
 3. bias correction (Li et al., ICML 2021): a per-channel shift that cancels the mean conversion error of that
    channel, so the error that remains is zero-mean and does not add up through the next layers.
 
-The chosen parameters are then fixed and the layer's spikes feed the next layer. Finally (:func:`select`), the
+The chosen parameters are then fixed and the layer's spikes feed the next layer. The ``ltb`` rule replaces
+step 1 by local threshold balancing (Bu, Li & Yu, CVPR 2025; SpikingJelly's LocalThresholdBalancingRecipe),
+run on the layer's own time-averaged SNN current instead of the ANN's: it ignores T, which is what can make it
+better at T = 1, where the error criterion of step 1 is at its coarsest. Finally (:func:`select`), the
 whole calibration is repeated for each candidate setting of the knobs the user left free (bias correction on
-or off; v_init half or calibrated for small T), and the candidate whose simulated SNN output is closest to the ANN's
-on the calibration data is kept: which knob helps depends on T and on the model (at T = 1 bias correction
-often hurts), so the choice is made for the target T.
+or off; v_init half or calibrated, and the ltb rule, for small T), and the candidate whose simulated SNN output
+is closest to the ANN's on the calibration data is kept: which knob helps depends on T and on the model (at
+T = 1 bias correction often hurts), so the choice is made for the target T.
 """
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ V_INIT_FACTORS = np.array([0.0, 0.25, 0.5, 0.75])  # candidate v_init / V_th for
 BIAS_ROUNDS = 3
 IMAGE_STEPS = 8192                              # calibration images x T simulated (bounds time and memory)
 MIN_IMAGES = 32
+LTB_PASSES, LTB_BATCH = 4, 100                   # local threshold balancing: passes over the images, images per update
+RULES = ("error", "ltb")                         # how V_th is chosen: step 1 of the module doc, or ltb
 
 
 @dataclass
@@ -155,11 +160,45 @@ def choose_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, per_chann
         pick = lambda grid: grid[best]
     v_th, v0, sh = pick(grid_th), pick(grid_v0), pick(grid_sh)
     if bias:
-        for _ in range(BIAS_ROUNDS):
-            _, mean = _errors(x, target, v_th[None], v0[None], sh[None], timesteps, subtract)
-            sh = sh + mean[0]
+        sh = _correct_bias(x, target, v_th, v0, sh, timesteps, subtract)
     if not per_channel and not bias:
         v_th, v0, sh = v_th[:1], v0[:1], sh[:1]
+    return LayerParams(v_th.astype(np.float32), sh.astype(np.float32), v0.astype(np.float32))
+
+
+def _correct_bias(x, target, v_th, v0, sh, timesteps, subtract) -> np.ndarray:
+    """Bias correction: add to each channel's shift the mean error it leaves, a few rounds (the rates move)."""
+    for _ in range(BIAS_ROUNDS):
+        _, mean = _errors(x, target, v_th[None], v0[None], sh[None], timesteps, subtract)
+        sh = sh + mean[0]
+    return sh
+
+
+def balanced_thresholds(x: np.ndarray) -> np.ndarray:
+    """Local threshold balancing of (N, C, S) activations: per channel, start at 0 and, for each block of
+    LTB_BATCH images, LTB_PASSES times over the data, add twice the mean overflow above V_th. V_th climbs
+    towards the channel's maximum and stops short of it by as much as the overflow's tail is thin."""
+    v_th = np.zeros(x.shape[1])
+    for _ in range(LTB_PASSES):
+        for i in range(0, len(x), LTB_BATCH):
+            block = x[i:i + LTB_BATCH]
+            v_th = v_th + 2.0 * np.maximum(block - v_th[None, :, None], 0.0).mean(axis=(0, 2))
+    return v_th
+
+
+def balance_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, shift, v_init, reset: str, bias: bool,
+                  upper_bound: float | None) -> LayerParams:
+    """The ``ltb`` rule: V_th per channel balanced on the layer's time-averaged input current x (Tx, N, C, S),
+    clipped at 0 as the ANN's ReLU does; a channel that never had a positive current gets the layer's largest
+    V_th (or 1). v_init and shift as set; bias correction against the ANN target (N, C, S) if asked."""
+    v_th = balanced_thresholds(np.maximum(x.mean(axis=0, dtype=np.float64), 0.0))
+    fallback = float(v_th.max()) if v_th.size and v_th.max() > 0 else 1.0
+    v_th = np.where(v_th > 0, v_th, fallback)
+    if upper_bound is not None:
+        v_th = np.minimum(v_th, upper_bound)
+    v0, sh = _v_init_base(v_init, v_th), _shift_base(shift, v_th, timesteps)
+    if bias:
+        sh = _correct_bias(x, target, v_th, v0, sh, timesteps, reset == "subtract")
     return LayerParams(v_th.astype(np.float32), sh.astype(np.float32), v0.astype(np.float32))
 
 
@@ -256,7 +295,7 @@ def _samplewise(node: onnx.NodeProto, env: dict, constants: dict[str, np.ndarray
 
 def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str, np.ndarray], timesteps: int, *,
                   per_channel: bool, shift, v_init, reset: str, bias: bool, upper_bounds: dict[str, float | None],
-                  v_max: dict[str, np.ndarray] | None = None) -> tuple[dict[str, LayerParams], dict[str, np.ndarray]]:
+                  v_max: dict[str, np.ndarray] | None = None, rule: str = "error") -> tuple[dict[str, LayerParams], dict[str, np.ndarray]]:
     """Calibrate every IFNeuron of ``snn`` (any placeholder parameters) in topological order; see the module doc.
 
     feeds: the calibration inputs (N, ...); targets: neuron name -> the source ANN's activation (N, ...) there.
@@ -281,9 +320,13 @@ def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: d
         if node.domain == DOMAIN and node.op_type == NEURON_OP:
             x, dynamic = env[node.input[0]]
             xt = x if dynamic else x[None]
-            params = choose_layer(_as_layout(xt, True), _as_layout(targets[node.name], False), timesteps,
-                                  per_channel=per_channel, shift=shift, v_init=v_init, reset=reset, bias=bias,
-                                  upper_bound=upper_bounds.get(node.name), v_max=None if v_max is None else v_max.get(node.name))
+            if rule == "ltb":
+                params = balance_layer(_as_layout(xt, True), _as_layout(targets[node.name], False), timesteps, shift=shift,
+                                       v_init=v_init, reset=reset, bias=bias, upper_bound=upper_bounds.get(node.name))
+            else:
+                params = choose_layer(_as_layout(xt, True), _as_layout(targets[node.name], False), timesteps,
+                                      per_channel=per_channel, shift=shift, v_init=v_init, reset=reset, bias=bias,
+                                      upper_bound=upper_bounds.get(node.name), v_max=None if v_max is None else v_max.get(node.name))
             chosen[node.name] = params
             env[node.output[0]] = (fire(xt, params, timesteps, reset), True)
         elif node.domain == DOMAIN and node.op_type == MAXPOOL_OP and env[node.input[0]][1]:
@@ -324,6 +367,7 @@ class Candidate:
 
     v_init: str | float
     bias: bool
+    rule: str = "error"         # how V_th is chosen: one of RULES
     agreement: float = 0.0      # top-1 agreement of the SNN readout with the ANN output on the calibration data
     cross_entropy: float = 0.0  # of softmax(SNN readout) against the ANN's top-1 class: what the selection minimises
 
@@ -345,7 +389,7 @@ def select(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str
     """
     best, best_params = None, None
     for cand in candidates:
-        params, readout = calibrate_snn(snn, feeds, targets, timesteps, v_init=cand.v_init, bias=cand.bias, **fixed)
+        params, readout = calibrate_snn(snn, feeds, targets, timesteps, v_init=cand.v_init, bias=cand.bias, rule=cand.rule, **fixed)
         if len(candidates) == 1:
             return cand, params
         agree, ce = [], []

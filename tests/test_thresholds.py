@@ -19,12 +19,13 @@ def ort_run(model, x):
     ("max", Method("max", None, False)), ("p99.9", Method("percentile", 99.9, False)),
     ("max-channel", Method("max", None, True)), ("p99.9-channel", Method("percentile", 99.9, True)),
     ("optimal", Method("optimal", None, True)), ("optimal-layer", Method("optimal", None, False)),
+    ("ltb", Method("ltb", None, True)),
 ])
 def test_method_names(name, method):
     assert parse_method(name) == method
 
 
-@pytest.mark.parametrize("name", ["p0", "p101", "max-layer", "optimal-channel", "best", ""])
+@pytest.mark.parametrize("name", ["p0", "p101", "max-layer", "optimal-channel", "ltb-layer", "ltb-channel", "best", ""])
 def test_unknown_methods_are_refused_with_the_list(name):
     with pytest.raises(InputError, match="optimal-layer"):
         parse_method(name)
@@ -87,21 +88,62 @@ def _cross_entropy(readout, ann):
     return float(-np.mean(log_p[np.arange(len(ann)), ann.argmax(1)]))
 
 
+def _neuron_params(model) -> list:
+    return [(n.name, [(a.name, onnx.helper.get_attribute_value(a)) for a in n.attribute]) for n in model.graph.node if n.op_type == "IFNeuron"]
+
+
 def test_final_selection_keeps_the_candidate_the_runtime_finds_closest_to_the_ann():
     model = cnn()
     calib = np.random.default_rng(3).random((64, 2, 12, 12)).astype(np.float32)
     ann = ort_run(model, calib)
     snn = converter.convert(model, calib, timesteps=2, progress=False)
-    assert any(note.startswith("optimal: final selection on 64 calibration samples at T=2") for note in snn.report.notes)
-    scores = {}
+    note = next(n for n in snn.report.notes if n.startswith("optimal: final selection"))
+    assert note.startswith("optimal: final selection on 64 calibration samples at T=2")
+    fixed = {}  # each candidate with its knobs fixed: no selection, the runtime measures each one
     for v_init in ("half", "calibrated"):
-        for bias in (True, False):  # each knob fixed: no selection, the runtime measures each candidate
-            fixed = snn.with_settings(v_init=v_init, bias_correction=bias)
-            assert not any(note.startswith("optimal: final selection") for note in fixed.report.notes)
-            scores[v_init, bias] = _cross_entropy(InferenceSession(fixed.model).run(None, {"x": calib}, timesteps=2)[0], ann)
-    chosen = (snn.report.settings["v_init"], snn.report.settings["bias_correction"])
+        for bias in (True, False):
+            fixed[f"v_init {v_init} bias {'on' if bias else 'off'}"] = snn.with_settings(v_init=v_init, bias_correction=bias)
+    fixed["ltb, v_init half bias off"] = snn.with_settings(threshold="ltb")
+    scores = {}
+    for label, other in fixed.items():
+        assert not any(n.startswith("optimal: final selection") for n in other.report.notes)
+        scores[label] = _cross_entropy(InferenceSession(other.model).run(None, {"x": calib}, timesteps=2)[0], ann)
+    chosen = note.rsplit("; chose ", 1)[1]
     assert scores[chosen] <= min(scores.values()) + 1e-4
-    assert snn.model.SerializeToString() == snn.with_settings(**dict(zip(("v_init", "bias_correction"), chosen))).model.SerializeToString()
+    assert _neuron_params(snn.model) == _neuron_params(fixed[chosen].model)
+
+
+def test_local_threshold_balancing_follows_its_update_rule():
+    from converter.layerwise import LTB_PASSES, balanced_thresholds
+    # one channel, values 1 and 3: the first update adds 2 x mean overflow = 4, after which nothing overflows
+    assert balanced_thresholds(np.array([[[1.0]], [[3.0]]])).tolist() == [4.0]
+    x = np.random.default_rng(7).exponential(size=(250, 3, 5))
+    v_th = np.zeros(3)
+    for _ in range(LTB_PASSES):  # the rule written out: blocks of 100 images
+        for block in (x[:100], x[100:200], x[200:]):
+            v_th += 2 * np.clip(block - v_th[None, :, None], 0, None).mean(axis=(0, 2))
+    np.testing.assert_allclose(balanced_thresholds(x), v_th, rtol=1e-12)
+    assert np.all(v_th < x.max(axis=(0, 2)))  # a thin tail: it stops short of the maximum
+
+
+def test_ltb_snn_converges_to_its_threshold_relu_ann():
+    model = cnn()
+    rng = np.random.default_rng(8)
+    calib, x = rng.random((96, 2, 12, 12)).astype(np.float32), rng.random((32, 2, 12, 12)).astype(np.float32)
+    snn = converter.convert(model, calib, timesteps=8, threshold="ltb", progress=False)
+    assert snn.report.settings["threshold"] == "ltb"
+    assert snn.report.settings["v_init"] == "half" and snn.report.settings["bias_correction"] is False
+    assert not any(n.startswith("optimal: final selection") for n in snn.report.notes)
+    assert all(isinstance(v, np.ndarray) for v in snn.thresholds.values())
+    want = ort_run(snn.ann_model, x)  # the threshold-ReLU ANN with the balanced V_th, in onnxruntime
+    errors = {}
+    for steps in (8, 256):
+        got = InferenceSession(snn.with_settings(timesteps=steps).model).run(None, {"x": x}, timesteps=steps)[0]
+        errors[steps] = float(np.mean(np.abs(got - want)))
+    assert errors[256] < 0.25 * errors[8]
+    assert errors[256] < 0.02 * float(np.mean(np.abs(want)))
+    with pytest.raises(InputError, match="v_init='calibrated' needs threshold 'optimal'"):
+        snn.with_settings(v_init="calibrated")
 
 
 def test_a_fixed_knob_is_not_searched_and_select_false_keeps_the_defaults():
@@ -109,7 +151,8 @@ def test_a_fixed_knob_is_not_searched_and_select_false_keeps_the_defaults():
     calib = np.random.default_rng(4).random((48, 2, 12, 12)).astype(np.float32)
     snn = converter.convert(model, calib, timesteps=2, v_init=0.25, progress=False)
     note = next(n for n in snn.report.notes if n.startswith("optimal: final selection"))
-    assert note.count("v_init 0.25 bias") == 2 and "calibrated" not in note
+    tried = note.split("; chose ")[0]
+    assert tried.count("v_init 0.25 bias") == 2 and "calibrated" not in tried and "ltb" not in tried
     plain = snn.with_settings(v_init=None, select=False)
     assert plain.report.settings["v_init"] == "half" and plain.report.settings["bias_correction"] is True
     assert not any(n.startswith("optimal: final selection") for n in plain.report.notes)
