@@ -151,7 +151,7 @@ def choose_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, per_chann
     else:
         grid_th, grid_v0 = v_th_c, _v_init_base(v_init, v_th_c)
     grid_sh = _shift_base(shift, grid_th, timesteps)
-    sq, mean = _errors(x, target, grid_th, grid_v0, grid_sh, timesteps, subtract)
+    sq, _ = _errors(x, target, grid_th, grid_v0, grid_sh, timesteps, subtract)
     if per_channel:
         best = np.argmin(sq, axis=0)
         pick = lambda grid: grid[best, np.arange(n_ch)]
