@@ -94,6 +94,9 @@ def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str =
     p.add_argument("--maxpool", choices=["gate", "avg", "pre"], default="gate",
                    help="MaxPool on spikes: gate (spiking max pool, exact in the limit), avg (approximate by AveragePool, reported) "
                         "or pre (pool the currents before the neuron instead, approximate, reported)")
+    p.add_argument("--readout", choices=["membrane", "spikes"], default="membrane",
+                   help="what the outputs give: membrane (their mean over T, the logits up to the conversion error) or spikes "
+                        "(one more neuron layer on every output, read out by its spike count; reported) (default %(default)s)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="calibration batch size (default %(default)s)")
 
 
@@ -207,7 +210,8 @@ def _json_default(value):
 
 def _conversion_kwargs(args) -> dict:
     return {"threshold": args.threshold, "shift": args.shift, "reset": args.reset, "v_init": args.v_init, "batch_size": args.batch_size,
-            "bias_correction": args.bias_correction, "select": args.select, "maxpool": args.maxpool}
+            "bias_correction": args.bias_correction, "select": args.select, "maxpool": args.maxpool,
+            "readout": args.readout}
 
 
 def cmd_convert(args) -> int:

@@ -23,6 +23,7 @@ from .errors import InputError
 from .load import Source, load_model
 from .passes import PASSES
 from .passes.context import Context
+from .passes.spike_readout import READOUTS
 from .policy import policy_of
 from .report import LayerEntry, NodeEntry, Report
 from .layerwise import Candidate, images_for, select as select_candidates
@@ -187,15 +188,19 @@ class ConvertedSNN:
 MAXPOOL_MODES = ("gate", "avg", "pre")
 
 
-def prepare(model, maxpool: str = "gate") -> tuple[Source, Context, onnx.ModelProto]:
+def prepare(model, maxpool: str = "gate", readout: str = "membrane") -> tuple[Source, Context, onnx.ModelProto]:
     """Load and clean a model: run every pass. Returns the source, the pass context, and the clean ANN.
 
     maxpool: "gate" (MaxPool on spikes becomes the gated onnx2snn.SpikeMaxPool), "avg" (every MaxPool is
     approximated by an AveragePool, in the threshold-ReLU ANN too; reported) or "pre" (a MaxPool after an
     activation moves before it, so its neuron integrates pooled currents; reported). With any mode, a MaxPool
-    after an activation of a static input is moved before it: that is exact."""
+    after an activation of a static input is moved before it: that is exact. readout: "membrane" (the outputs'
+    mean over T) or "spikes" (a neuron layer on every output, read out by its spike count; see
+    passes/spike_readout.py)."""
     if maxpool not in MAXPOOL_MODES:
         raise InputError(f"maxpool must be one of {MAXPOOL_MODES}, got {maxpool!r}")
+    if readout not in READOUTS:
+        raise InputError(f"readout must be one of {READOUTS}, got {readout!r}")
     source = load_model(model)
     graph = gs.import_onnx(source.model)
     report = Report(source=source.name)
@@ -206,7 +211,7 @@ def prepare(model, maxpool: str = "gate") -> tuple[Source, Context, onnx.ModelPr
         used.add(node.name)
         entry = policy_of(node.op)
         report.nodes.append(NodeEntry(node.name, node.op, entry.policy if entry else "refuse", ""))
-    ctx = Context(graph, report, source.name, options={"maxpool": maxpool})
+    ctx = Context(graph, report, source.name, options={"maxpool": maxpool, "readout": readout})
     for graph_pass in PASSES:
         graph_pass.run(ctx)
     if not ctx.activations:
@@ -226,7 +231,7 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
 
 def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal", shift: str | float | None = None,
             reset: str = "subtract", v_init: str | float | None = None, bias_correction: bool | None = None, batch_size: int = 64,
-            progress: bool | None = None, maxpool: str = "gate", select: bool = True) -> ConvertedSNN:
+            progress: bool | None = None, maxpool: str = "gate", select: bool = True, readout: str = "membrane") -> ConvertedSNN:
     """Convert an ONNX ANN (path, bytes or ModelProto) into an SNN.
 
     calibration: an array (single-input models), a dict input name -> array, or an iterable of such batches
@@ -237,7 +242,8 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     bias_correction: for
     'optimal', add to each channel's shift the mean error it leaves on the calibration data; maxpool: 'gate'
     (spiking max pooling), 'avg' (approximate MaxPool by AveragePool, reported) or 'pre' (MaxPool before the
-    neuron, approximate, reported). select: for 'optimal', try
+    neuron, approximate, reported); readout: 'membrane' (each output's mean over T, the default) or 'spikes'
+    (each output through one more neuron layer, read out by its spike count; reported). select: for 'optimal', try
     every combination of the knobs left at their default (bias correction on or off; v_init half or calibrated
     up to T = CALIBRATED_V_INIT_MAX_T),
     simulate each whole SNN on the calibration data and keep the one whose output agrees best with the ANN's
@@ -247,7 +253,7 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction, select)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    source, ctx, clean = prepare(model, maxpool)
+    source, ctx, clean = prepare(model, maxpool, readout)
     names = [a.node.outputs[0].name for a in ctx.activations]
     stats, samples = calibrate(clean, model_inputs(clean), names, calibration, batch_size, progress, keep=SNN_CALIBRATION_IMAGES)
     del clean  # emitted again from the graph: a large model's weights are not held once more meanwhile

@@ -91,6 +91,19 @@ BAD = {
 }
 
 
+def test_readout_by_spikes_from_the_command_line(files, capsys):
+    d = files
+    code, out, err = run_cli(capsys, "convert", d / "model.onnx", "--calib", d / "calib.npy", "-o", d / "s.snn.onnx", "--timesteps", 8,
+                             "--threshold", "max", "--readout", "spikes", "--report", d / "report.json")
+    assert code == 0, err
+    model = onnx.load(d / "s.snn.onnx")
+    assert model.graph.node[-1].op_type == "IFNeuron"
+    report = json.loads((d / "report.json").read_text())
+    assert len(report["layers"]) == 5 and any(n.startswith("readout by output spikes") for n in report["notes"])
+    code, out, err = run_cli(capsys, "convert", d / "model.onnx", "--calib", d / "calib.npy", "-o", d / "t.snn.onnx", "--readout", "count")
+    assert code == 2 and "--readout" in err and not (d / "t.snn.onnx").exists()
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_exits_2_with_one_error_line(files, capsys, case):
     make, message = BAD[case]

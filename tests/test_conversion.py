@@ -150,3 +150,25 @@ def test_bundled_mnist_cnn_is_near_lossless_at_t4():
     snn = converter.convert(path, calib, timesteps=4, progress=False)  # optimal: calibrated on the SNN itself
     snn_acc = np.mean(InferenceSession(snn.model).run(None, {"image": x})[0].argmax(1) == y)
     assert snn_acc >= ann_acc - 0.01
+
+
+@pytest.mark.parametrize("threshold", ["max", "optimal"])
+def test_spike_readout_adds_an_output_neuron_layer_and_tracks_the_clipped_ann(threshold):
+    model = cnn()
+    rng = np.random.default_rng(11)
+    calib, x = rng.random((96, 2, 12, 12)).astype(np.float32), rng.random((32, 2, 12, 12)).astype(np.float32)
+    snn = converter.convert(model, calib, timesteps=256, threshold=threshold, readout="spikes", select=False, progress=False)
+    plain = converter.convert(model, calib, timesteps=256, threshold=threshold, select=False, progress=False)
+    ops = [n.op_type for n in snn.model.graph.node]
+    assert ops[-1] == "IFNeuron" and len(snn.thresholds) == len(plain.thresholds) + 1
+    assert [o.name for o in snn.model.graph.output] == [o.name for o in model.graph.output]
+    assert any(n.startswith(f"readout by output spikes: output '{model.graph.output[0].name}'") for n in snn.report.notes)
+    assert all(np.array_equal(snn.thresholds[k], v) for k, v in plain.thresholds.items())  # the hidden layers are as before
+    logits, clipped = ort_run(plain.ann_model, x), ort_run(snn.ann_model, x)
+    v_out = snn.thresholds[snn.report.layers[-1].layer]  # a float, or one V_th per output channel
+    np.testing.assert_allclose(clipped, np.minimum(np.maximum(logits, 0), v_out), rtol=1e-5, atol=1e-6)  # the ANN gets the same clip
+    got = InferenceSession(snn.model).run(None, {"x": x}, timesteps=256)[0]
+    assert np.all(got >= 0)
+    assert float(np.mean(np.abs(got - clipped))) < 0.05 * float(np.mean(np.abs(clipped))) + 1e-3
+    with pytest.raises(converter.InputError, match="readout must be one of"):
+        converter.convert(model, calib, readout="count", progress=False)

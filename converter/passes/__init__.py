@@ -1,7 +1,7 @@
 """Graph passes over one onnx-graphsurgeon graph. Each module has one entry point ``run(ctx)``; their order
 is written once, here."""
 from . import (approximate_maxpool, check_ops, drop_output_softmax, fold_batchnorm, fold_constants, pool_before_neuron,
-               remove_identity, rewrite_activations)
+               remove_identity, rewrite_activations, spike_readout)
 
 PASSES = [
     remove_identity,       # Dropout/Identity gone
@@ -12,4 +12,5 @@ PASSES = [
     approximate_maxpool,   # only with maxpool="avg": MaxPool -> AveragePool (reported as approximated)
     check_ops,             # every remaining op has a policy that lets it pass; else a clear refusal
     rewrite_activations,   # Relu/Clip(0, c) -> Clip(0, bound): the activation layers to calibrate
+    spike_readout,         # only with readout="spikes": one more activation layer on every graph output
 ]
