@@ -24,7 +24,7 @@ from runtime.errors import InputError, Onnx2SnnError
 from runtime.session import check_feeds
 
 from . import progress as progress_module
-from .convert import convert, model_inputs
+from .convert import SELECTION_NOTE, convert, model_inputs
 from .data import labels, load_array_file, model_feeds
 from .datasets import load_folder, parse_floats
 from .evaluate import evaluate, plot, table
@@ -354,8 +354,10 @@ def cmd_demo(args) -> int:
     start = time.perf_counter()
     snn = convert(model, calib, timesteps=max(args.timesteps), progress=None if not args.quiet else False, **_conversion_kwargs(args))
     settings = snn.report.settings
+    chosen = any(n.startswith(SELECTION_NOTE) for n in snn.report.notes)  # then v_init and bias correction depend on T
+    knobs = "v_init and bias correction chosen per T by the final selection" if chosen else f"v_init {settings['v_init']}"
     _say(args, f"converted in {time.perf_counter() - start:.2f} s: {len(snn.thresholds)} neuron layers, threshold {settings['threshold']}, "
-               f"shift {settings['shift']}, v_init {settings['v_init']}, reset {settings['reset']}")
+               f"shift {settings['shift']}, {knobs}, reset {settings['reset']}")
     results = evaluate(snn, model, feeds, y, args.timesteps, args.threads, None if not args.quiet else False)
     _finish_evaluation(args, results)
     return 0
