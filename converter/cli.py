@@ -42,6 +42,12 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -97,6 +103,9 @@ def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str =
     p.add_argument("--readout", choices=["membrane", "spikes"], default="membrane",
                    help="what the outputs give: membrane (their mean over T, the logits up to the conversion error) or spikes "
                         "(one more neuron layer on every output, read out by its spike count; reported) (default %(default)s)")
+    p.add_argument("--readout-start", type=_non_negative_int, default=None, metavar="STEPS",
+                   help="delayed readout: the outputs are averaged over the steps after this many (stored in the file; "
+                        "default: chosen by the final selection for optimal, else 0)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="calibration batch size (default %(default)s)")
 
 
@@ -211,7 +220,7 @@ def _json_default(value):
 def _conversion_kwargs(args) -> dict:
     return {"threshold": args.threshold, "shift": args.shift, "reset": args.reset, "v_init": args.v_init, "batch_size": args.batch_size,
             "bias_correction": args.bias_correction, "select": args.select, "maxpool": args.maxpool,
-            "readout": args.readout}
+            "readout": args.readout, "readout_start": args.readout_start}
 
 
 def cmd_convert(args) -> int:

@@ -33,6 +33,7 @@ from .writer import build_ann, build_snn, save_atomic
 RESETS = fmt.RESETS
 CALIBRATED_V_INIT_MAX_T = 2   # the final selection tries a calibrated v_init up to this T (docs/quality.md, ablation)
 LTB_MAX_T = 2                 # ... and local threshold balancing up to this T (docs/quality.md)
+READOUT_DELAY_MIN_T = 4       # ... and delayed readouts from this T on
 SNN_CALIBRATION_IMAGES = 512   # calibration samples kept for the SNN-side ('optimal') calibration
 SELECTION_NOTE = "optimal: final selection"
 
@@ -46,9 +47,10 @@ class Settings:
     v_init: str | float
     bias_correction: bool | None
     select: bool = True
+    readout_start: int | None = None
 
 
-def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select=True) -> Settings:
+def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select=True, readout_start=None) -> Settings:
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
         raise InputError(f"timesteps must be a positive integer, got {timesteps!r}")
     method = parse_method(threshold_method)
@@ -73,7 +75,10 @@ def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_corr
         raise InputError(f"bias_correction must be True or False, got {bias_correction!r}")
     if not isinstance(select, bool):
         raise InputError(f"select must be True or False, got {select!r}")
-    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select)
+    if readout_start is not None and (isinstance(readout_start, bool) or not isinstance(readout_start, (int, np.integer)) or readout_start < 0):
+        raise InputError(f"readout_start must be a non-negative integer (steps the readout skips), got {readout_start!r}")
+    readout_start = 0 if readout_start is None else int(readout_start)
+    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select, readout_start)
 
 
 class ConvertedSNN:
@@ -107,14 +112,17 @@ class ConvertedSNN:
         if method.kind in SNN_SIDE:
             candidates = self._candidates(method) if method.kind == "optimal" else [Candidate(s.v_init, s.bias_correction, "ltb")]
             feeds, targets, ann_outputs = self._calibration_set()
-            best, chosen = select_candidates(model, feeds, targets, ann_outputs, s.timesteps, candidates, per_channel=method.per_channel,
+            starts = self._readout_starts() if method.kind == "optimal" else (s.readout_start,)
+            best, chosen = select_candidates(model, feeds, targets, ann_outputs, s.timesteps, candidates, starts, per_channel=method.per_channel,
                                              shift=s.shift, reset=s.reset, upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
                                              v_max={n: stats[n].channel_max for n in names})
-            s = self.settings = Settings(**(vars(s) | {"v_init": best.v_init, "bias_correction": best.bias}))
-            if len(candidates) > 1:
-                describe = lambda c: f"{'ltb, ' if c.rule == 'ltb' else ''}v_init {c.v_init} bias {'on' if c.bias else 'off'}"
+            s = self.settings = Settings(**(vars(s) | {"v_init": best.v_init, "bias_correction": best.bias, "readout_start": best.readout_start}))
+            if len(candidates) > 1 or len(starts) > 1:
+                describe = lambda c: (f"{'ltb, ' if c.rule == 'ltb' else ''}v_init {c.v_init} bias {'on' if c.bias else 'off'}"
+                                      + (f" readout from step {c.readout_start + 1}" if len(starts) > 1 else ""))
                 self.report.notes.append(
-                    f"{SELECTION_NOTE} on {len(next(iter(feeds.values())))} calibration samples at T={s.timesteps} "
+                    f"{SELECTION_NOTE} on {len(next(iter(feeds.values())))} calibration samples at T={s.timesteps}"
+                    + (f", readout starts {', '.join(str(k + 1) for k in starts)} tried for each" if len(starts) > 1 else "") + " "
                     "(top-1 agreement with the ANN / cross-entropy against its top-1, the smallest wins): " + ", ".join(
                         f"{describe(c)}: {100 * c.agreement:.1f}% / {c.cross_entropy:.3g}" for c in candidates)
                     + f"; chose {describe(best)}")
@@ -126,13 +134,17 @@ class ConvertedSNN:
                 v_init = v_th / 2 if s.v_init == "half" else v_th * 0.0 + float(s.v_init)
                 params[act.node.name] = {"v_th": compact(v_th), "shift": compact(shift_value(s.shift, v_th, s.timesteps)), "v_init": compact(v_init)}
         set_neuron_params(model, params)
+        if s.readout_start:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = fmt.META_READOUT_START, str(s.readout_start)
         fmt.validate(model, "<converted SNN>")
         self.thresholds = {n: params[n]["v_th"] for n in names}
         self.report.layers = [LayerEntry(act.node.name, act.source_op, float(np.max(self.thresholds[act.node.name])), act.upper_bound,
                                          stats[act.node.name].summary(float(np.max(self.thresholds[act.node.name]))))
                               for act in ctx.activations]
         self.report.settings = {"timesteps": s.timesteps, "threshold": s.threshold, "shift": s.shift, "reset": s.reset,
-                                "v_init": s.v_init, "bias_correction": s.bias_correction, "select": s.select}
+                                "v_init": s.v_init, "bias_correction": s.bias_correction, "select": s.select,
+                                "readout_start": s.readout_start}
         self.model = model
         self.ann_model = build_ann(ctx, {n: float(np.max(v)) for n, v in self.thresholds.items()}, self._source.opset)
         per_channel_clips(self.ann_model, {n: v for n, v in self.thresholds.items() if isinstance(v, np.ndarray)},
@@ -153,6 +165,14 @@ class ConvertedSNN:
             candidates.append(Candidate("half", False, "ltb"))
         return candidates
 
+    def _readout_starts(self) -> tuple[int, ...]:
+        """The readout starts optimal's final selection tries (delayed readout): none but 0 for T < 4, else
+        0, T/8, T/4 and T/2 steps skipped; unless the user set one."""
+        s, raw = self.settings, self.raw_settings
+        if not s.select or raw.readout_start is not None or s.timesteps < READOUT_DELAY_MIN_T:
+            return (s.readout_start,)
+        return tuple(dict.fromkeys([0] + [s.timesteps // d for d in (8, 4, 2) if s.timesteps // d > 0]))
+
     def _calibration_set(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Samples, the source ANN's activations on them (neuron name -> array) and its outputs (output name ->
         array), computed once, cut for T."""
@@ -167,7 +187,8 @@ class ConvertedSNN:
         return cut(self._samples), cut(self._targets[0]), cut(self._targets[1])
 
     def with_settings(self, **changes) -> "ConvertedSNN":
-        """A copy re-emitted with other settings (timesteps, threshold, shift, reset, v_init, bias_correction, select)."""
+        """A copy re-emitted with other settings (timesteps, threshold, shift, reset, v_init, bias_correction, select,
+        readout_start)."""
         unknown = sorted(set(changes) - set(vars(self.settings)))
         if unknown:
             raise InputError(f"unknown setting {unknown[0]!r}; settings: {', '.join(vars(self.settings))}")
@@ -231,7 +252,8 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
 
 def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal", shift: str | float | None = None,
             reset: str = "subtract", v_init: str | float | None = None, bias_correction: bool | None = None, batch_size: int = 64,
-            progress: bool | None = None, maxpool: str = "gate", select: bool = True, readout: str = "membrane") -> ConvertedSNN:
+            progress: bool | None = None, maxpool: str = "gate", select: bool = True, readout: str = "membrane",
+            readout_start: int | None = None) -> ConvertedSNN:
     """Convert an ONNX ANN (path, bytes or ModelProto) into an SNN.
 
     calibration: an array (single-input models), a dict input name -> array, or an iterable of such batches
@@ -243,14 +265,16 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     'optimal', add to each channel's shift the mean error it leaves on the calibration data; maxpool: 'gate'
     (spiking max pooling), 'avg' (approximate MaxPool by AveragePool, reported) or 'pre' (MaxPool before the
     neuron, approximate, reported); readout: 'membrane' (each output's mean over T, the default) or 'spikes'
-    (each output through one more neuron layer, read out by its spike count; reported). select: for 'optimal', try
-    every combination of the knobs left at their default (bias correction on or off; v_init half or calibrated
-    up to T = CALIBRATED_V_INIT_MAX_T),
-    simulate each whole SNN on the calibration data and keep the one whose output agrees best with the ANN's
-    (reported in the notes); select=False uses the defaults (v_init half, bias correction on).
+    (each output through one more neuron layer, read out by its spike count; reported); readout_start: the
+    steps the readout skips (delayed readout, stored in the file; default: chosen by the selection for
+    'optimal', else 0). select: for 'optimal', try every combination of the knobs left at their default (bias
+    correction on or off; v_init half or calibrated up to T = CALIBRATED_V_INIT_MAX_T, and local threshold
+    balancing up to LTB_MAX_T; readout starts 0, T/8, T/4, T/2 from READOUT_DELAY_MIN_T on), simulate each
+    whole SNN on the calibration data and keep the one whose output agrees best with the ANN's (reported in
+    the notes); select=False uses the defaults (v_init half, bias correction on, readout from step 1).
     """
-    _check_settings(timesteps, threshold, shift, reset, v_init, bias_correction, select)
-    settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction, select)
+    _check_settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start)
+    settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     source, ctx, clean = prepare(model, maxpool, readout)

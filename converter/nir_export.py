@@ -45,7 +45,8 @@ LOSSES = {
     "input encoding": "NIR has no input encoding: our 'analog' encoding applies the input as the same current at "
                       "every step; a NIR consumer must feed x at each of the T steps (always warned).",
     "readout": "NIR has no readout: our outputs are the mean over T steps of the Output's value (rate readout); "
-               "a NIR consumer must average the per-step outputs itself (always warned).",
+               "a NIR consumer must average the per-step outputs itself (always warned); a delayed readout "
+               "(onnx2snn.readout_start: average only the steps after it) is recorded in the graph metadata.",
     "timesteps": "NIR has no number of steps: T (and the shift, which was chosen for it) is recorded in the graph "
                  "metadata as onnx2snn.timesteps.",
 }
@@ -94,6 +95,7 @@ def export_nir(snn: str | os.PathLike | bytes | onnx.ModelProto, strict: bool = 
     meta = {f"onnx2snn.warning.{i}": w for i, w in enumerate(warnings)}
     meta["onnx2snn.timesteps"] = str(fmt.timesteps_of(model) or "")
     meta["onnx2snn.threshold_method"] = fmt.metadata(model).get(fmt.META_THRESHOLD_METHOD, "")
+    meta[fmt.META_READOUT_START] = str(fmt.readout_start_of(model))
     graph = nir.NIRGraph(nodes=builder.nodes, edges=builder.sorted_edges(), metadata=meta)
     return NirExport(graph, warnings)
 

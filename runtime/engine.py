@@ -23,6 +23,7 @@ from .kernels.neuron import BLOCK, if_layer_state
 from .kernels.pool import avg_pool2d
 from .errors import InputError, SNNFormatError
 from .plan import Plan, Step
+from .readout import OutputSums, add_block
 from .reference_ops import OPS, _spatial_pads, pool_geometry
 from .spike_pool import spike_max_pool_handler
 from .stats import RunResult, layer_stats
@@ -96,7 +97,7 @@ def _neuron(step: Step, x: Value, timesteps: int, v: np.ndarray | None) -> tuple
 @dataclass
 class RunState:
     """What one block of steps hands to the next, so a run can stop early: membranes, the static values
-    (computed once), the running sums of the outputs, and the steps done so far."""
+    (computed once), the running sums of the outputs (``readout.OutputSums``), and the steps done so far."""
     membranes: dict = field(default_factory=dict)
     static: dict = field(default_factory=dict)
     sums: list | None = None
@@ -427,23 +428,16 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
             if plan.last_use.get(name) == index:
                 env.pop(name, None)
         times[step.name] = time.perf_counter() - t0
-    done = state.steps_done
-    steps = np.arange(done + 1, done + timesteps + 1, dtype=np.float64)
     sums, outputs, traced = [], [], []
     for i, o in enumerate(plan.outputs):
         arr, dyn = env[o.name]
         arr = np.broadcast_to(arr, (timesteps,) + np.shape(arr)) if not dyn else arr
-        previous = state.sums[i] if state.sums is not None else 0.0
-        if trace:
-            running = np.cumsum(arr, axis=0, dtype=np.float64)
-            running += previous
-            sums.append(running[-1].copy())
-            running /= steps.reshape((-1,) + (1,) * (arr.ndim - 1))
-            traced.append(running.astype(np.float32))
-        else:
-            sums.append(arr.sum(axis=0, dtype=np.float64) + previous)
-        outputs.append((sums[-1] / (done + timesteps)).astype(np.float32))
-    state.sums, state.steps_done = sums, done + timesteps
+        previous = state.sums[i] if state.sums is not None else OutputSums(steps=state.steps_done)
+        total, now, rows = add_block(arr, previous, plan.readout_start, trace)
+        sums.append(total)
+        outputs.append(now)
+        traced.append(rows)
+    state.sums, state.steps_done = sums, state.steps_done + timesteps
     shapes.update({name: np.shape(arr) for name, arr in list(feeds.items()) + list(plan.constants.items())})
     stats = layer_stats(plan, counts, shapes, timesteps, times, time.perf_counter() - start)
     stats["node_path"] = dict(cache.paths)

@@ -29,6 +29,7 @@ META_TIMESTEPS = "onnx2snn.timesteps"
 META_INPUT_ENCODING = "onnx2snn.input_encoding"
 META_THRESHOLD_METHOD = "onnx2snn.threshold_method"
 META_SOURCE_SHA256 = "onnx2snn.source_sha256"
+META_READOUT_START = "onnx2snn.readout_start"   # optional, default 0: the readout skips steps 1..start (runtime/readout.py)
 
 # Attributes of IFNeuron with their defaults (None: required).
 NEURON_DEFAULTS = {"v_th": None, "shift": 0.0, "v_init": 0.0, "reset": "subtract"}
@@ -203,6 +204,9 @@ def validate(model: onnx.ModelProto, name: str = "<model>") -> None:
     steps = meta.get(META_TIMESTEPS)
     if steps is not None and not (steps.isdigit() and int(steps) > 0):
         raise SNNFormatError(f"{name}: metadata '{META_TIMESTEPS}' must be a positive integer, got {steps!r}")
+    start = meta.get(META_READOUT_START)
+    if start is not None and not start.isdigit():
+        raise SNNFormatError(f"{name}: metadata '{META_READOUT_START}' must be a non-negative integer, got {start!r}")
     domains = {o.domain: o.version for o in model.opset_import}
     if domains.get(DOMAIN) != DOMAIN_VERSION:
         raise SNNFormatError(f"{name}: opset import for domain '{DOMAIN}' version {DOMAIN_VERSION} missing (found {domains.get(DOMAIN)})")
@@ -253,3 +257,7 @@ def _check_graph(model: onnx.ModelProto, name: str) -> None:
 def timesteps_of(model: onnx.ModelProto) -> int | None:
     steps = metadata(model).get(META_TIMESTEPS)
     return int(steps) if steps else None
+
+
+def readout_start_of(model: onnx.ModelProto) -> int:
+    return int(metadata(model).get(META_READOUT_START, "0"))

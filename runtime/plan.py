@@ -11,7 +11,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import SNNFormatError
-from .format import DOMAIN, MAXPOOL_OP, NEURON_OP, NeuronParams, neuron_params, timesteps_of
+from .format import DOMAIN, MAXPOOL_OP, NEURON_OP, NeuronParams, neuron_params, readout_start_of, timesteps_of
 from .reference_ops import OPS
 
 # Ops that only move or copy values: a spike passes through them unchanged, so SynOps look through them.
@@ -47,6 +47,7 @@ class Plan:
     consumers: dict[str, list[Step]] = field(default_factory=dict)
     last_use: dict[str, int] = field(default_factory=dict)  # value -> index of the last step reading it
     index: dict[str, int] = field(default_factory=dict)  # step name -> its index in ``steps``
+    readout_start: int = 0  # the readout skips steps 1..readout_start (delayed readout, runtime/readout.py)
 
     @property
     def neurons(self) -> list[Step]:
@@ -122,4 +123,4 @@ def compile_plan(model: onnx.ModelProto) -> Plan:
     for name in constants:
         last_use.pop(name, None)
     return Plan(inputs, outputs, constants, steps, timesteps_of(model), consumers, last_use,
-                {s.name: i for i, s in enumerate(steps)})
+                {s.name: i for i, s in enumerate(steps)}, readout_start_of(model))

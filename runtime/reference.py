@@ -1,7 +1,8 @@
 """The NumPy reference engine: the per-step equations of the SNN format, followed literally.
 
 Step-major: at every time step t = 1..T the whole graph is evaluated once, neurons carry their membrane
-from one step to the next, and graph outputs are averaged over the steps (rate readout). Slow and simple;
+from one step to the next, and graph outputs are averaged over the steps (rate readout, optionally delayed:
+runtime/readout.py). Slow and simple;
 it is the oracle every faster engine is tested against.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 
 from .format import MAXPOOL_OP, NeuronParams
 from .plan import Plan
+from .readout import OutputSums, add_block, readout
 from .reference_ops import OPS, spike_max_pool_step
 from .stats import RunResult, layer_stats
 
@@ -44,7 +46,7 @@ def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trac
     """Simulate ``timesteps`` steps; return the rate readout (and the readout after every step if ``trace``)."""
     membrane: dict[str, np.ndarray] = {}
     spike_counts = {s.name: np.zeros(timesteps, np.int64) for s in plan.neurons}
-    sums = {o.name: None for o in plan.outputs}
+    sums = {o.name: OutputSums() for o in plan.outputs}
     traces = {o.name: [] for o in plan.outputs} if trace else None
     shapes: dict[str, tuple] = {}
     start = time.perf_counter()
@@ -71,14 +73,13 @@ def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trac
             for name, value in zip(step.outputs, results):
                 env[name] = value
         for name in sums:
-            value = np.asarray(env[name], dtype=np.float64)
-            sums[name] = value if sums[name] is None else sums[name] + value
+            sums[name], now, _ = add_block(np.asarray(env[name], dtype=np.float32)[None], sums[name], plan.readout_start, False)
             if trace:
-                traces[name].append((sums[name] / (t + 1)).astype(np.float32))
+                traces[name].append(now)
         if t == 0:
             shapes = {k: np.shape(v) for k, v in env.items()}
     elapsed = time.perf_counter() - start
-    outputs = [(sums[o.name] / timesteps).astype(np.float32) for o in plan.outputs]
+    outputs = [readout(sums[o.name], plan.readout_start) for o in plan.outputs]
     traced = [np.stack(traces[o.name]) for o in plan.outputs] if trace else None
     stats = layer_stats(plan, spike_counts, shapes, timesteps, {}, elapsed)
     return RunResult(outputs, traced, stats, timesteps)

@@ -1,0 +1,107 @@
+"""Delayed readout (metadata onnx2snn.readout_start): both engines, traces, early stop, the file, the selection."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from conftest import cnn
+
+import converter
+from converter import InputError
+from converter.cli import main
+from runtime import InferenceSession, SNNFormatError
+from runtime.format import META_READOUT_START, readout_start_of
+
+T = 8
+
+
+@pytest.fixture(scope="module")
+def snn():
+    x = np.random.default_rng(5).random((48, 2, 12, 12)).astype(np.float32)
+    return converter.convert(cnn(), x, timesteps=T, threshold="max", progress=False), x[:6]
+
+
+def _with_start(model: onnx.ModelProto, start: int) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    entry = out.metadata_props.add()
+    entry.key, entry.value = META_READOUT_START, str(start)
+    return out
+
+
+def _sums(trace: np.ndarray) -> np.ndarray:
+    """Running sums of the per-step outputs from an undelayed trace (readout after t steps = mean of 1..t)."""
+    return trace.astype(np.float64) * np.arange(1, len(trace) + 1).reshape((-1,) + (1,) * (trace.ndim - 1))
+
+
+@pytest.mark.parametrize("engine", ["reference", "auto"])
+@pytest.mark.parametrize("start", [1, 3, 7])
+def test_the_readout_averages_the_steps_after_start(snn, engine, start):
+    conv, x = snn
+    plain = _sums(InferenceSession(conv.model, engine="reference").run_trace(None, {"x": x}, timesteps=T)[0])
+    sess = InferenceSession(_with_start(conv.model, start), engine=engine)
+    want = (plain[-1] - plain[start - 1]) / (T - start)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=0, atol=1e-5)
+    trace = sess.run_trace(None, {"x": x})[0]
+    for t in range(1, T + 1):  # the readout after t steps: plain mean until step ``start``, then the delayed one
+        row = plain[t - 1] / t if t <= start else (plain[t - 1] - plain[start - 1]) / (t - start)
+        np.testing.assert_allclose(trace[t - 1], row, rtol=0, atol=1e-5)
+
+
+def test_engines_agree_and_a_run_shorter_than_the_delay_reads_out_every_step(snn):
+    conv, x = snn
+    delayed = _with_start(conv.model, 3)
+    fast, ref = InferenceSession(delayed), InferenceSession(delayed, engine="reference")
+    for steps in (2, 3, 4, T):
+        np.testing.assert_array_equal(fast.run(None, {"x": x}, timesteps=steps)[0], ref.run(None, {"x": x}, timesteps=steps)[0])
+    np.testing.assert_array_equal(fast.run(None, {"x": x}, timesteps=3)[0], InferenceSession(conv.model).run(None, {"x": x}, timesteps=3)[0])
+
+
+def test_early_stop_blocks_cross_the_start_like_one_run(snn):
+    conv, x = snn
+    sess = InferenceSession(_with_start(conv.model, 3))
+    whole = sess.run_trace(None, {"x": x}, timesteps=T)[0]
+    blocks = sess.run_trace(None, {"x": x}, timesteps=T, early_stop=2)[0]  # blocks of 2 steps: 1-2, 3-4, ...
+    np.testing.assert_allclose(blocks, whole[:len(blocks)], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_a_bad_readout_start_is_refused(snn, value):
+    conv, _ = snn
+    bad = onnx.ModelProto()
+    bad.CopyFrom(conv.model)
+    entry = bad.metadata_props.add()
+    entry.key, entry.value = META_READOUT_START, value
+    with pytest.raises(SNNFormatError, match="readout_start' must be a non-negative integer"):
+        InferenceSession(bad)
+
+
+def test_the_selection_chooses_a_readout_start_and_the_file_records_it(tmp_path):
+    calib = np.random.default_rng(6).random((64, 2, 12, 12)).astype(np.float32)
+    snn = converter.convert(cnn(), calib, timesteps=16, progress=False)
+    note = next(n for n in snn.report.notes if n.startswith("optimal: final selection"))
+    assert "readout starts 1, 3, 5, 9 tried for each" in note
+    start = snn.report.settings["readout_start"]
+    assert f"readout from step {start + 1}" in note.rsplit("; chose ", 1)[1]
+    assert readout_start_of(snn.model) == start
+    fixed = snn.with_settings(readout_start=2)
+    assert readout_start_of(fixed.model) == 2 and "readout starts" not in next(
+        n for n in fixed.report.notes if n.startswith("optimal: final selection"))
+    assert readout_start_of(snn.with_settings(select=False).model) == 0
+    assert readout_start_of(snn.with_settings(timesteps=2).model) == 0  # no delay tried below T = 4
+    assert META_READOUT_START not in {p.key for p in snn.with_settings(threshold="max").model.metadata_props}
+    with pytest.raises(InputError, match="readout_start must be a non-negative integer"):
+        snn.with_settings(readout_start=-1)
+
+
+def test_readout_start_from_the_command_line(tmp_path, capsys):
+    onnx.save(cnn(), tmp_path / "m.onnx")
+    np.save(tmp_path / "c.npy", np.random.default_rng(7).random((40, 2, 12, 12)).astype(np.float32))
+    code = main(["convert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "c.npy"), "-o", str(tmp_path / "m.snn.onnx"),
+                 "--timesteps", "8", "--threshold", "max", "--readout-start", "2", "--report", str(tmp_path / "r.json"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert readout_start_of(onnx.load(tmp_path / "m.snn.onnx")) == 2
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["readout_start"] == 2
+    assert main(["convert", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "c.npy"), "-o", str(tmp_path / "n.snn.onnx"),
+                 "--readout-start", "-1"]) == 2
+    assert not (tmp_path / "n.snn.onnx").exists()
