@@ -45,12 +45,14 @@ DENSE_BLOCK_BYTES = 8 << 20  # im2col buffer per BLAS call: bounded memory whate
 
 class KernelCache:
     """Per-session state shared by the handlers: weights rearranged once per node, the path mode
-    ("auto" | "event" | "dense"), and the path each node took in the last run (for stats)."""
+    ("auto" | "event" | "dense"), the path each node took in the last run (for stats), and the densities of
+    the current run's values that are known without counting (``densities``: value name -> fraction non-zero)."""
 
     def __init__(self, mode: str = "auto"):
         self._items: dict[tuple, tuple] = {}
         self.mode = mode
         self.paths: dict[str, str] = {}
+        self.densities: dict[str, float] = {}
 
     def get(self, key: tuple, make):
         item = self._items.get(key)
@@ -59,17 +61,29 @@ class KernelCache:
         return item
 
     def choose(self, step: Step, x: np.ndarray) -> str:
-        """The path for this node and input: forced by the mode, or by the measured density (auto)."""
+        """The path for this node and input: forced by the mode, or by the input's density (auto), known from
+        the spike counts of the layer that made it, or else counted."""
         if self.mode != "auto":
             path = self.mode
         else:
-            path = "event" if density(x) <= EVENT_MAX_DENSITY else "dense"
+            known = self.densities.get(step.inputs[0])
+            path = "event" if (density(x) if known is None else known) <= EVENT_MAX_DENSITY else "dense"
         self.paths[step.name] = path
         return path
 
 
 def density(x: np.ndarray) -> float:
     return np.count_nonzero(x) / max(1, x.size)
+
+
+def spike_density(counts: np.ndarray, size: int, v_th: np.ndarray) -> float | None:
+    """The density of a neuron layer's output from its spike counts: the same number ``density`` would count,
+    unless a threshold is 0 (then a spike is a zero; None: count instead)."""
+    return int(counts.sum()) / max(1, size) if np.all(v_th != 0) else None
+
+
+# Ops that only rearrange their first input: the output has its density.
+SAME_ELEMENTS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity"})
 
 
 def _blocks(n: int) -> int:
@@ -191,11 +205,22 @@ def _conv(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value |
     return out.reshape(x.shape[:lead] + out.shape[1:]), dyn
 
 
+class Fused(NamedTuple):
+    """What a fused Conv(+Add)+IF(+AveragePool) kernel returns."""
+    value: Value               # the spikes (T, N, O, Ho, Wo), or the pooled spikes when ``pooled``
+    counts: np.ndarray         # spikes per step
+    membranes: np.ndarray      # after the last step, (N, O, Ho, Wo) flattened
+    density: float | None      # fraction of non-zero elements of ``value`` (None: unknown)
+    pooled: bool
+    spike_shape: tuple         # (N, O, Ho, Wo): one step's spikes (and current)
+
+
 def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | None, cache: KernelCache, timesteps: int,
-                 v: np.ndarray | None) -> tuple[Value, np.ndarray, np.ndarray] | None:
+                 v: np.ndarray | None, pool: Step | None = None) -> Fused | None:
     """Conv on spikes fused with the neuron layer it feeds (optionally through an Add of a ``residual``), on the
-    event path: the current is integrated per sample and step while in cache and never stored. None when the
-    pattern does not apply (then the nodes run one by one)."""
+    event path: the current is integrated per sample and step while in cache and never stored. A ``pool`` (the
+    AveragePool that is the spikes' only reader) is fused too when its windows tile the map: then the spikes
+    are not stored either. None when the pattern does not apply (then the nodes run one by one)."""
     (x, dyn), w = args[0], args[1]
     b_val = args[2] if len(args) > 2 else None
     if not dyn or w[1] or (b_val is not None and b_val[1]) or x.ndim != 5:
@@ -203,34 +228,57 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
     in_shape = x.shape[1:]
     cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b_val[0] if b_val is not None else None, in_shape))
     n_out, (ho, wo) = cw.bias.shape[0], cw.out_hw
-    out_shape = (timesteps, x.shape[1], n_out, ho, wo)
+    n_batch = x.shape[1]
+    out_shape = (timesteps, n_batch, n_out, ho, wo)
     if residual is not None and residual.shape != out_shape:
         return None
+    window = _tiling_pool(pool, out_shape[2:], cache) if pool is not None else None
     xs = np.ascontiguousarray(x, dtype=np.float32)
     if cache.choose(step, xs) != "event":
         return None
     p = neuron.neuron
     v_th, shift, v_init = (np.ascontiguousarray(np.broadcast_to(a, (n_out,))) for a in p.per_channel())
     # the kernel keeps membranes channels-last (N, Ho, Wo, O); the run state holds them as (N, O, Ho, Wo), flat
-    n_batch = x.shape[1]
     if v is None:
         v_cl = np.tile(v_init, n_batch * ho * wo)
     else:
         v_cl = np.ascontiguousarray(v.reshape(n_batch, n_out, ho * wo).transpose(0, 2, 1)).reshape(-1)
     res = np.ascontiguousarray(residual, dtype=np.float32) if residual is not None else np.empty((0,) * 5, np.float32)
-    spikes = np.empty(out_shape, np.float32)
+    if window is None:
+        out, geometry, div = np.empty(out_shape, np.float32), np.empty(0, np.int64), 1.0
+    else:
+        (kh, kw), div = window
+        out, geometry = np.empty((timesteps, n_batch, n_out, ho // kh, wo // kw), np.float32), np.array([kh, kw], np.int64)
     counts = np.zeros((_blocks(n_batch), timesteps), np.int64)
-    conv2d_events_if(xs, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, res, v_th, shift,
-                     p.reset == "subtract", v_cl, spikes, counts)
+    nonzero = np.zeros((counts.shape[0], 1), np.int64)
+    conv2d_events_if(xs, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, np.array([ho, wo], np.int64), res,
+                     v_th, shift, p.reset == "subtract", v_cl, geometry, div, out, counts, nonzero)
     v = np.ascontiguousarray(v_cl.reshape(n_batch, ho * wo, n_out).transpose(0, 2, 1)).reshape(-1)
-    return (spikes, True), counts.sum(axis=0), v
+    counts = counts.sum(axis=0)
+    known = spike_density(counts, out.size, v_th) if window is None else int(nonzero.sum()) / max(1, out.size)
+    return Fused((out, True), counts, v, known, window is not None, out_shape[1:])
+
+
+def _tiling_pool(pool: Step, in_shape: tuple, cache: KernelCache) -> tuple[tuple[int, int], float] | None:
+    """((KH, KW), divisor) of a 2-D AveragePool whose windows tile its (C, H, W) input: stride == kernel, no
+    padding, every window inside the input (so one divisor, KH * KW); None otherwise."""
+    if pool.op != "AveragePool" or len(pool.attrs.get("kernel_shape", ())) != 2:
+        return None
+    kernel, strides, pads, divisor = cache.get((pool.name, in_shape), lambda: pool_geometry(pool.attrs, (1,) + in_shape))
+    (kh, kw), (hp, wp) = kernel, divisor.shape
+    if list(strides) != list(kernel) or any(pads) or hp * kh > in_shape[1] or wp * kw > in_shape[2] \
+            or not np.all(divisor == kh * kw):
+        return None
+    return (kh, kw), float(kh * kw)
 
 
 def _fusable(plan: Plan, index: int, env: dict, outputs: set) -> tuple[list[Step], str | None] | None:
     """Conv -> IFNeuron, or Conv -> Add(residual) -> IFNeuron, where the neuron (through the Add) is the only reader
-    of the Conv's current: (the steps, the residual's name or None). The neuron need not be the next step (a
-    strided block computes its shortcut Conv in between): nothing before it reads its spikes, so it can run at
-    the Conv's place. The residual must already be computed (in ``env``) and dynamic."""
+    of the Conv's current, optionally followed by an AveragePool that is the only reader of the spikes: (the
+    steps, the residual's name or None). The neuron need not be the next step (a strided block computes its
+    shortcut Conv in between): nothing before it reads its spikes, so it can run at the Conv's place. The
+    residual must already be computed (in ``env``) and dynamic. Whether the pool's geometry can be fused is
+    decided by ``_conv_neuron``."""
     conv = plan.steps[index]
     if conv.op != "Conv":
         return None
@@ -239,17 +287,21 @@ def _fusable(plan: Plan, index: int, env: dict, outputs: set) -> tuple[list[Step
         readers = plan.consumers.get(name, [])
         return readers[0] if name not in outputs and len(readers) == 1 else None
 
+    def with_pool(chain: list[Step]) -> list[Step]:
+        pool = only_reader(chain[-1].outputs[0])
+        return chain + [pool] if pool is not None and pool.op == "AveragePool" else chain
+
     nxt = only_reader(conv.outputs[0])
     if nxt is None:
         return None
     if nxt.neuron is not None and nxt.inputs[0] == conv.outputs[0]:
-        return [conv, nxt], None
+        return with_pool([conv, nxt]), None
     if nxt.op == "Add" and len(nxt.inputs) == 2 and conv.outputs[0] in nxt.inputs:
         neuron = only_reader(nxt.outputs[0])
         other = [n for n in nxt.inputs if n != conv.outputs[0]]
         if len(other) == 1 and other[0] in env and env[other[0]][1] and neuron is not None \
                 and neuron.neuron is not None and neuron.inputs[0] == nxt.outputs[0]:
-            return [conv, nxt, neuron], other[0]
+            return with_pool([conv, nxt, neuron]), other[0]
     return None
 
 
@@ -377,7 +429,7 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
     counts: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
     shapes: dict[str, tuple] = {}
-    cache.paths = {}
+    cache.paths, cache.densities = {}, {}
     output_names = {o.name for o in plan.outputs}
     skip: set[str] = set()
     start = time.perf_counter()
@@ -385,28 +437,35 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
         if step.name in skip:  # already computed, fused with the Conv before it
             continue
         t0 = time.perf_counter()
+        timed = step.name
         args = [env[name] if name else None for name in step.inputs]
         value = None
         chain = _fusable(plan, index, env, output_names)
         if chain is not None:
             steps, residual = chain
+            pool = steps.pop() if steps[-1].op == "AveragePool" else None
             neuron = steps[-1]
-            done = _conv_neuron(step, neuron, args, env[residual][0] if residual else None, cache, timesteps,
-                                state.membranes.get(neuron.name))
-            if done is not None:
-                value, counts[neuron.name], state.membranes[neuron.name] = done
+            fused = _conv_neuron(step, neuron, args, env[residual][0] if residual else None, cache, timesteps,
+                                 state.membranes.get(neuron.name), pool)
+            if fused is not None:
+                value, counts[neuron.name], state.membranes[neuron.name] = fused.value, fused.counts, fused.membranes
+                if fused.pooled:
+                    steps.append(pool)
                 skip.update(s.name for s in steps[1:])
                 for s in steps[:-1]:
-                    shapes[s.outputs[0]] = value[0].shape[1:]
+                    shapes[s.outputs[0]] = fused.spike_shape
                     for name in s.inputs:
                         if plan.last_use.get(name) == plan.index[s.name]:
                             env.pop(name, None)
-                index = plan.index[neuron.name]
-                step = neuron  # what follows records the neuron's output and frees its (never stored) input
+                index = plan.index[steps[-1].name]
+                step, timed = steps[-1], neuron.name  # what follows records the last step's output and frees its input
+                if fused.density is not None:
+                    cache.densities[step.outputs[0]] = fused.density
         if value is not None:
             results = [value]
         elif step.neuron is not None:
             value, counts[step.name], state.membranes[step.name] = _neuron(step, args[0], timesteps, state.membranes.get(step.name))
+            cache.densities[step.outputs[0]] = spike_density(counts[step.name], value[0].size, step.neuron.v_th)
             results = [value]
         elif all(name in state.static for name in step.outputs):
             results = [(state.static[name], False) for name in step.outputs]
@@ -424,10 +483,12 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
         for name, value in zip(step.outputs, results):
             env[name] = value
             shapes[name] = value[0].shape[1:] if value[1] else np.shape(value[0])
+        if step.op in SAME_ELEMENTS and step.inputs[0] in cache.densities and results[0][1]:
+            cache.densities[step.outputs[0]] = cache.densities[step.inputs[0]]
         for name in step.inputs:  # free what no later step reads: bounded peak memory, recycled buffers
             if plan.last_use.get(name) == index:
                 env.pop(name, None)
-        times[step.name] = time.perf_counter() - t0
+        times[timed] = time.perf_counter() - t0
     sums, outputs, traced = [], [], []
     for i, o in enumerate(plan.outputs):
         arr, dyn = env[o.name]

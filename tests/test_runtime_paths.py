@@ -4,12 +4,14 @@ import numba
 import numpy as np
 import pytest
 from conftest import cnn, mlp
+
+import converter
 from test_engines import converted
 from test_kernels import CONV_CASES, T, run_dynamic, spikes
 
 from runtime import InferenceSession, InputError
 from runtime.engine import EVENT_MAX_DENSITY, KernelCache, _conv, _matmul
-from runtime.plan import Step
+from runtime.plan import Step, compile_plan
 from runtime.reference_ops import OPS
 
 CASES = CONV_CASES + [dict(c_in=3, c_out=4, k=3, attrs=dict(strides=[2, 1], pads=[1, 2, 0, 1]))]  # unit-width kernel, row stride 2
@@ -121,36 +123,61 @@ def test_stats_dense_mac_equivalent():
     assert first["synops"] <= first["dense_macs"]
 
 
+POOLS = [None, dict(kernel_shape=[2, 2], strides=[2, 2]), dict(kernel_shape=[2, 3], strides=[2, 3])]
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=["no-pool", "pool2x2", "pool2x3"])
 @pytest.mark.parametrize("residual", [False, True], ids=["conv-if", "conv-add-if"])
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3]], ids=["unit-width", "strided", "depthwise"])
-def test_fused_conv_neuron_equals_conv_then_neuron(rng, case, residual):
-    """The fused Conv(+Add)+IF kernel gives the same spikes, counts and membranes as the kernels one after the
-    other, for 1 and 2 threads."""
-    from runtime.engine import _conv_neuron, _neuron
+def test_fused_conv_neuron_equals_conv_then_neuron(rng, case, residual, pool):
+    """The fused Conv(+Add)+IF(+AveragePool) kernel gives the same spikes (or pooled spikes), counts, membranes
+    as the kernels one after the other, for 1 and 2 threads, and the density of what it returns. The maps
+    (9 x 11 or 4 x 5) do not divide by the pools: the last row / columns are dropped, as the pool drops them."""
+    from runtime.engine import _avg_pool, _conv_neuron, _neuron, density
     from runtime.format import NeuronParams
     step, w, b = conv_case(rng, case)
     x = spikes(rng, (5, 3, case["c_in"], 9, 11), density=0.3)
     params = NeuronParams(np.abs(rng.standard_normal(case["c_out"])).astype(np.float32) + 0.5,
                           np.full(1, 0.05, np.float32), np.full(1, 0.25, np.float32), "subtract")
     neuron = Step("if", "IFNeuron", ("y",), ("s",), {}, params)
+    pool_step = Step("pool", "AveragePool", ("s",), ("p",), pool) if pool else None
     args = [(x, True), (w, False), (b, False)]
     current, _ = _conv(step, args, KernelCache("event"), 5)
     res = spikes(rng, current.shape, density=0.3, v_th=0.6) if residual else None
     want, want_counts, want_v = _neuron(neuron, (current + res if residual else current, True), 5, None)
+    if pool:
+        ref = np.stack([OPS["AveragePool"]([s], pool)[0] for s in want[0]])
+        want = _avg_pool(pool_step, [want], KernelCache(), 5)
+        np.testing.assert_array_equal(want[0], ref)
     for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
         numba.set_num_threads(threads)
-        (got, _), got_counts, got_v = _conv_neuron(step, neuron, args, res, KernelCache("event"), 5, None)
-        np.testing.assert_array_equal(got, want[0])
-        np.testing.assert_array_equal(got_counts, want_counts)
-        np.testing.assert_array_equal(got_v, want_v)
+        fused = _conv_neuron(step, neuron, args, res, KernelCache("event"), 5, None, pool_step)
+        assert fused.pooled == bool(pool) and fused.spike_shape == current.shape[1:]
+        np.testing.assert_array_equal(fused.value[0], want[0])
+        np.testing.assert_array_equal(fused.counts, want_counts)
+        np.testing.assert_array_equal(fused.membranes, want_v)
+        assert fused.density == density(want[0])
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+@pytest.mark.parametrize("attrs", [dict(kernel_shape=[2, 2], strides=[1, 1]), dict(kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1]),
+                                   dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)], ids=["overlapping", "padded", "ceil"])
+def test_pool_that_does_not_tile_is_not_fused(rng, attrs):
+    """Overlapping, padded or partial (ceil_mode on an odd map) windows: the Conv+IF is fused, the pool runs after it."""
+    from runtime.engine import _conv_neuron
+    from runtime.format import NeuronParams
+    step, w, b = conv_case(rng, CASES[0])
+    x = spikes(rng, (5, 3, 3, 9, 11), density=0.3)
+    params = NeuronParams(np.full(5, 0.7, np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32), "subtract")
+    fused = _conv_neuron(step, Step("if", "IFNeuron", ("y",), ("s",), {}, params), [(x, True), (w, False), (b, False)], None,
+                         KernelCache("event"), 5, None, Step("pool", "AveragePool", ("s",), ("p",), attrs))
+    assert not fused.pooled and fused.value[0].shape == (5, 3, 5, 9, 11)
 
 
 def test_neuron_after_a_shortcut_conv_is_fused_and_equals_reference():
     """In a strided residual block (Conv1, shortcut Conv, IF(Conv1), Conv2, Add, IF) Conv1 is fused with its
     neuron although the shortcut Conv comes between them; results equal the reference, for 1 and 2 threads."""
     from conftest import GraphBuilder
-    from runtime.plan import compile_plan
     b = GraphBuilder(3)
     x = b.relu(b.conv("x", 2, 6, pads=[1, 1, 1, 1]))
     main = b.conv(x, 6, 8, strides=[2, 2], pads=[1, 1, 1, 1])
@@ -170,3 +197,58 @@ def test_neuron_after_a_shortcut_conv_is_fused_and_equals_reference():
         assert conv1.name not in sess.stats["node_time_s"]  # computed inside the fused kernel of its neuron
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_allclose(outs[0], want, rtol=0, atol=1e-5)
+
+
+def _bundled(name):
+    from converter.assets import bundled_path
+    calib = np.load(bundled_path("mnist_calib.npz"))["image"][:32]
+    snn = converter.convert(str(bundled_path(f"{name}.onnx")), calib, timesteps=4, threshold="max", progress=False).model
+    return snn, np.load(bundled_path("mnist_eval.npz"))["image"][:8]
+
+
+@pytest.mark.parametrize("name", ["mnist_vgg", "mnist_resnet", "cnn"])
+def test_known_densities_equal_counted_ones(name, monkeypatch):
+    """The auto rule reads a spiking input's density from the spike counts of the layer that made it (or the
+    pooled outputs of a fused pool) instead of counting: those numbers equal the counts, so the paths are the
+    ones counting gives, on the bundled models too."""
+    from runtime import engine
+    snn, x = converted(cnn(), (2, 12, 12)) if name == "cnn" else _bundled(name)
+    seen = []
+    choose = engine.KernelCache.choose
+
+    def checked(self, step, x):
+        known = self.densities.get(step.inputs[0])
+        if known is not None:
+            seen.append(step.name)
+            assert known == engine.density(x), step.name
+        return choose(self, step, x)
+
+    monkeypatch.setattr(engine.KernelCache, "choose", checked)
+    sess = InferenceSession(snn)
+    sess.run(None, {sess.get_inputs()[0].name: x}, timesteps=4)
+    assert len(seen) >= 2, seen
+
+
+@pytest.mark.parametrize("name", ["mnist_vgg", "cnn"])
+def test_fused_and_unfused_runs_are_bit_identical(name, monkeypatch):
+    """Conv+IF+AveragePool fused, Conv+IF fused with the pool after it, and every node on its own give the same
+    bits, spike counts and membranes (a block of steps, then the rest: early stop carries them)."""
+    from runtime import engine
+    snn, x = _bundled(name) if name == "mnist_vgg" else converted(cnn(), (2, 12, 12))
+    feeds = {InferenceSession(snn).get_inputs()[0].name: x}
+    runs = []
+    for variant in ("pool", "no-pool", "unfused"):
+        if variant == "no-pool":
+            monkeypatch.setattr(engine, "_tiling_pool", lambda *a: None)
+        if variant == "unfused":
+            monkeypatch.setattr(engine, "_fusable", lambda *a: None)
+        sess = InferenceSession(snn, engine="event")
+        trace = sess.run_trace(None, feeds, timesteps=6, early_stop=2)[0]
+        runs.append((sess.run(None, feeds, timesteps=6)[0], trace, [layer["spikes"] for layer in sess.stats["layers"]],
+                     sess.stats["node_time_s"].keys()))
+    for out, trace, spikes_, _ in runs[1:]:
+        np.testing.assert_array_equal(out, runs[0][0])
+        np.testing.assert_array_equal(trace, runs[0][1])
+        assert spikes_ == runs[0][2]
+    pools = {s.name for s in compile_plan(snn).steps if s.op == "AveragePool"}
+    assert pools and not pools & set(runs[0][3]) and pools <= set(runs[1][3])  # the pools ran inside the fused kernels

@@ -150,15 +150,42 @@ def conv2d_events(x, wt, wflip, bias, rows, cols, pad_w, groups, out, n_blocks):
             _store(acc, out, b)
 
 
+@njit(cache=True, inline="always")
+def _pool_out(cur, dst, kh, kw, wo, n_out, div, pacc):
+    """Average pooling of one step's channels-last spikes ``cur`` over windows that tile the map (stride ==
+    kernel, no padding) into dst (O, Hp, Wp): float64 sums of each window, rows then columns as
+    ``pool._plane_tiled`` adds them, divided by ``div`` and rounded once, so the same float32 values as the
+    pool after the spikes. Returns the number of non-zero outputs (the next layer's input density)."""
+    hp, wp = dst.shape[1], dst.shape[2]
+    d = dst.reshape(n_out * hp * wp)
+    nonzero = 0
+    for i in range(hp):
+        for q in range(wp * n_out):
+            pacc[q] = 0.0
+        for a in range(kh):
+            for j in range(wp):
+                for b in range(kw):
+                    src = np.uint64(((i * kh + a) * wo + j * kw + b) * n_out)
+                    dst0 = np.uint64(j * n_out)
+                    for o in range(np.uint64(n_out)):
+                        pacc[dst0 + o] += cur[src + o]
+        for o in range(n_out):
+            for j in range(wp):
+                val = np.float32(pacc[j * n_out + o] / div)
+                d[(o * hp + i) * wp + j] = val
+                nonzero += np.int64(val != 0.0)
+    return nonzero
+
+
 @njit(cache=True)
-def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, residual, v_th, shift, subtract, vn, spikes, acc, cur,
-               counts):
+def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v_th, shift, subtract, vn, pool, pool_div,
+               out, acc, cur, pacc, counts, nonzero):
     """All T steps of sample n of ``conv2d_events_if`` (a function of its own: LLVM optimises it better than the
     body of a parallel loop)."""
     timesteps = x.shape[0]
-    n_out, ho, wo = spikes.shape[2], spikes.shape[3], spikes.shape[4]
-    plane = ho * wo
-    size = plane * n_out
+    n_out = bias.shape[0]
+    size = acc.shape[0]
+    plane = size // n_out
     for t in range(timesteps):
         _accumulate(acc, x[t], n, wt, wflip, bias, rows, cols, pad_w, groups, wo)
         if residual.shape[0] > 0:  # the channels-first residual added to the channels-last current
@@ -181,34 +208,43 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, residual, v_th,
                 vn[q] = reset if fire else vk
                 fired += np.int64(fire)
         counts[t] += fired
-        st = spikes[t, n].reshape(size)  # channels-last spikes out to (O, Ho, Wo): sequential writes
-        for o in range(n_out):
-            for p in range(plane):
-                st[o * plane + p] = cur[p * n_out + o]
+        if pool.shape[0] > 0:
+            nonzero[0] += _pool_out(cur, out[t, n], pool[0], pool[1], wo, n_out, pool_div, pacc)
+        else:
+            st = out[t, n].reshape(size)  # channels-last spikes out to (O, Ho, Wo): sequential writes
+            for o in range(n_out):
+                for p in range(plane):
+                    st[o * plane + p] = cur[p * n_out + o]
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, residual, v_th, shift, subtract, v, spikes, counts):
+def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, residual, v_th, shift, subtract, v, pool,
+                     pool_div, out, counts, nonzero):
     """Conv followed by its integrate-and-fire layer, fused: the current of a sample and step is integrated while
     it is in cache and never stored. Each thread owns whole samples for all T steps (their membranes too).
 
-    x: (T, N, C, H, W) float32 spikes. residual: (T, N, O, Ho, Wo) float32 added to the current (an Add between
-    the Conv and the neuron, as in residual blocks), or an empty array. v_th, shift: (O,) float32.
-    v: (N * Ho * Wo * O,) float32 membranes **channels-last** (the accumulator's order, so that the neuron update
-    reads everything contiguously), updated. spikes: (T, N, O, Ho, Wo) float32 out. counts: (n_blocks, T) int64
-    spikes per block of samples and step. The neuron update is the same float32 arithmetic as ``if_layer_state``,
-    on the same float32 current, branch-free.
+    x: (T, N, C, H, W) float32 spikes. out_hw: int64 [Ho, Wo] of the Conv. residual: (T, N, O, Ho, Wo) float32
+    added to the current (an Add between the Conv and the neuron, as in residual blocks), or an empty array.
+    v_th, shift: (O,) float32. v: (N * Ho * Wo * O,) float32 membranes **channels-last** (the accumulator's
+    order, so that the neuron update reads everything contiguously), updated. pool: empty, then out is the
+    spikes (T, N, O, Ho, Wo) float32; or int64 [KH, KW] of an AveragePool that tiles the map and is the spikes'
+    only reader, then out is its (T, N, O, Ho // KH, Wo // KW) output (``_pool_out``, divisor ``pool_div``) and
+    the spikes are never stored. counts: (n_blocks, T) int64 spikes per block of samples and step; nonzero:
+    (n_blocks, 1) int64 non-zero pooled outputs per block. The neuron update is the same float32 arithmetic as
+    ``if_layer_state``, on the same float32 current, branch-free.
     """
     n_batch = x.shape[1]
-    size = spikes.shape[2] * spikes.shape[3] * spikes.shape[4]
+    n_out = bias.shape[0]
+    size = out_hw[0] * out_hw[1] * n_out
     n_blocks = counts.shape[0]
     per = (n_batch + n_blocks - 1) // n_blocks
     for blk in prange(n_blocks):
         acc = np.empty(size, np.float64)
         cur = np.empty(size, np.float32)
+        pacc = np.empty(out.shape[4] * n_out if pool.shape[0] > 0 else 0, np.float64)
         for n in range(blk * per, min(n_batch, (blk + 1) * per)):
-            _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, residual, v_th, shift, subtract,
-                       v[n * size:(n + 1) * size], spikes, acc, cur, counts[blk])
+            _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, out_hw[1], residual, v_th, shift, subtract,
+                       v[n * size:(n + 1) * size], pool, pool_div, out, acc, cur, pacc, counts[blk], nonzero[blk])
 
 
 @njit(parallel=True, cache=True, fastmath=False)
