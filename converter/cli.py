@@ -95,8 +95,7 @@ def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str =
                         "(default: on, or chosen by the final selection)")
     p.add_argument("--no-select", dest="select", action="store_false",
                    help="optimal only: no final selection; by default every combination of the knobs left unset "
-                        "(bias correction on/off; v_init half/calibrated and ltb for T <= 2; readout starts 0, T/8, T/4, T/2 "
-                        "for T >= 4) is simulated on the calibration data "
+                        "(bias correction on/off; v_init half/calibrated and ltb for T <= 2) is simulated on the calibration data "
                         "and the one whose output agrees best with the ANN is kept")
     p.add_argument("--maxpool", choices=["gate", "avg", "pre"], default="gate",
                    help="MaxPool on spikes: gate (spiking max pool, exact in the limit), avg (approximate by AveragePool, reported) "
@@ -104,9 +103,9 @@ def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str =
     p.add_argument("--readout", choices=["membrane", "spikes"], default="membrane",
                    help="what the outputs give: membrane (their mean over T, the logits up to the conversion error) or spikes "
                         "(one more neuron layer on every output, read out by its spike count; reported) (default %(default)s)")
-    p.add_argument("--readout-start", type=_non_negative_int, default=None, metavar="STEPS",
-                   help="delayed readout: the outputs are averaged over the steps after this many (stored in the file; "
-                        "default: chosen by the final selection for optimal, else 0)")
+    p.add_argument("--readout-start", type=_non_negative_int, default=0, metavar="STEPS",
+                   help="delayed readout: the outputs are averaged over the steps after this many (stored in the file) "
+                        "(default %(default)s)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="calibration batch size (default %(default)s)")
 
 

@@ -33,7 +33,6 @@ from .writer import build_ann, build_snn, save_atomic
 RESETS = fmt.RESETS
 CALIBRATED_V_INIT_MAX_T = 2   # the final selection tries a calibrated v_init up to this T (docs/quality.md, ablation)
 LTB_MAX_T = 2                 # ... and local threshold balancing up to this T (docs/quality.md)
-READOUT_DELAY_MIN_T = 4       # ... and delayed readouts from this T on
 SNN_CALIBRATION_IMAGES = 512   # calibration samples kept for the SNN-side ('optimal') calibration
 SELECTION_NOTE = "optimal: final selection"
 
@@ -47,10 +46,10 @@ class Settings:
     v_init: str | float
     bias_correction: bool | None
     select: bool = True
-    readout_start: int | None = None
+    readout_start: int = 0
 
 
-def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select=True, readout_start=None) -> Settings:
+def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select=True, readout_start=0) -> Settings:
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
         raise InputError(f"timesteps must be a positive integer, got {timesteps!r}")
     method = parse_method(threshold_method)
@@ -75,10 +74,9 @@ def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_corr
         raise InputError(f"bias_correction must be True or False, got {bias_correction!r}")
     if not isinstance(select, bool):
         raise InputError(f"select must be True or False, got {select!r}")
-    if readout_start is not None and (isinstance(readout_start, bool) or not isinstance(readout_start, (int, np.integer)) or readout_start < 0):
+    if isinstance(readout_start, bool) or not isinstance(readout_start, (int, np.integer)) or readout_start < 0:
         raise InputError(f"readout_start must be a non-negative integer (steps the readout skips), got {readout_start!r}")
-    readout_start = 0 if readout_start is None else int(readout_start)
-    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select, readout_start)
+    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select, int(readout_start))
 
 
 class ConvertedSNN:
@@ -112,17 +110,14 @@ class ConvertedSNN:
         if method.kind in SNN_SIDE:
             candidates = self._candidates(method) if method.kind == "optimal" else [Candidate(s.v_init, s.bias_correction, "ltb")]
             feeds, targets, ann_outputs = self._calibration_set()
-            starts = self._readout_starts() if method.kind == "optimal" else (s.readout_start,)
-            best, chosen = select_candidates(model, feeds, targets, ann_outputs, s.timesteps, candidates, starts, per_channel=method.per_channel,
+            best, chosen = select_candidates(model, feeds, targets, ann_outputs, s.timesteps, candidates, s.readout_start, per_channel=method.per_channel,
                                              shift=s.shift, reset=s.reset, upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
                                              v_max={n: stats[n].channel_max for n in names})
-            s = self.settings = Settings(**(vars(s) | {"v_init": best.v_init, "bias_correction": best.bias, "readout_start": best.readout_start}))
-            if len(candidates) > 1 or len(starts) > 1:
-                describe = lambda c: (f"{'ltb, ' if c.rule == 'ltb' else ''}v_init {c.v_init} bias {'on' if c.bias else 'off'}"
-                                      + (f" readout from step {c.readout_start + 1}" if len(starts) > 1 else ""))
+            s = self.settings = Settings(**(vars(s) | {"v_init": best.v_init, "bias_correction": best.bias}))
+            if len(candidates) > 1:
+                describe = lambda c: f"{'ltb, ' if c.rule == 'ltb' else ''}v_init {c.v_init} bias {'on' if c.bias else 'off'}"
                 self.report.notes.append(
-                    f"{SELECTION_NOTE} on {len(next(iter(feeds.values())))} calibration samples at T={s.timesteps}"
-                    + (f", readout starts {', '.join(str(k + 1) for k in starts)} tried for each" if len(starts) > 1 else "") + " "
+                    f"{SELECTION_NOTE} on {len(next(iter(feeds.values())))} calibration samples at T={s.timesteps} "
                     "(top-1 agreement with the ANN / cross-entropy against its top-1, the smallest wins): " + ", ".join(
                         f"{describe(c)}: {100 * c.agreement:.1f}% / {c.cross_entropy:.3g}" for c in candidates)
                     + f"; chose {describe(best)}")
@@ -164,14 +159,6 @@ class ConvertedSNN:
         if raw.v_init is None and raw.bias_correction is None and method.per_channel and s.timesteps <= LTB_MAX_T:
             candidates.append(Candidate("half", False, "ltb"))
         return candidates
-
-    def _readout_starts(self) -> tuple[int, ...]:
-        """The readout starts optimal's final selection tries (delayed readout): none but 0 for T < 4, else
-        0, T/8, T/4 and T/2 steps skipped; unless the user set one."""
-        s, raw = self.settings, self.raw_settings
-        if not s.select or raw.readout_start is not None or s.timesteps < READOUT_DELAY_MIN_T:
-            return (s.readout_start,)
-        return tuple(dict.fromkeys([0] + [s.timesteps // d for d in (8, 4, 2) if s.timesteps // d > 0]))
 
     def _calibration_set(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Samples, the source ANN's activations on them (neuron name -> array) and its outputs (output name ->
@@ -253,7 +240,7 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
 def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal", shift: str | float | None = None,
             reset: str = "subtract", v_init: str | float | None = None, bias_correction: bool | None = None, batch_size: int = 64,
             progress: bool | None = None, maxpool: str = "gate", select: bool = True, readout: str = "membrane",
-            readout_start: int | None = None) -> ConvertedSNN:
+            readout_start: int = 0) -> ConvertedSNN:
     """Convert an ONNX ANN (path, bytes or ModelProto) into an SNN.
 
     calibration: an array (single-input models), a dict input name -> array, or an iterable of such batches
@@ -266,12 +253,11 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     (spiking max pooling), 'avg' (approximate MaxPool by AveragePool, reported) or 'pre' (MaxPool before the
     neuron, approximate, reported); readout: 'membrane' (each output's mean over T, the default) or 'spikes'
     (each output through one more neuron layer, read out by its spike count; reported); readout_start: the
-    steps the readout skips (delayed readout, stored in the file; default: chosen by the selection for
-    'optimal', else 0). select: for 'optimal', try every combination of the knobs left at their default (bias
-    correction on or off; v_init half or calibrated up to T = CALIBRATED_V_INIT_MAX_T, and local threshold
-    balancing up to LTB_MAX_T; readout starts 0, T/8, T/4, T/2 from READOUT_DELAY_MIN_T on), simulate each
-    whole SNN on the calibration data and keep the one whose output agrees best with the ANN's (reported in
-    the notes); select=False uses the defaults (v_init half, bias correction on, readout from step 1).
+    steps the readout skips (delayed readout, stored in the file; default 0). select: for 'optimal', try every
+    combination of the knobs left at their default (bias correction on or off; v_init half or calibrated up to
+    T = CALIBRATED_V_INIT_MAX_T, and local threshold balancing up to LTB_MAX_T), simulate each whole SNN on the
+    calibration data and keep the one whose output (read out as the file will be) agrees best with the ANN's
+    (reported in the notes); select=False uses the defaults (v_init half, bias correction on).
     """
     _check_settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start)
     settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start)

@@ -368,7 +368,6 @@ class Candidate:
     v_init: str | float
     bias: bool
     rule: str = "error"         # how V_th is chosen: one of RULES
-    readout_start: int = 0      # the best of the readout starts tried for it (delayed readout, runtime/readout.py)
     agreement: float = 0.0      # top-1 agreement of the SNN readout with the ANN output on the calibration data
     cross_entropy: float = 0.0  # of softmax(SNN readout) against the ANN's top-1 class: what the selection minimises
 
@@ -379,42 +378,33 @@ def _softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(log_p[np.arange(len(labels)), labels]))
 
 
-def delayed_mean(outputs: np.ndarray, timesteps: int, start: int) -> np.ndarray:
-    """The readout of (T, N, ...) per-step outputs skipping steps 1..start, as runtime/readout.py defines it."""
-    if outputs.ndim == 0 or outputs.shape[0] != timesteps:
-        raise ValueError("per-step outputs expected")
-    return outputs[start if start < timesteps else 0:].mean(axis=0, dtype=np.float64)
+def delayed_mean(outputs: np.ndarray, start: int) -> np.ndarray:
+    """The readout of (T, N, ...) per-step outputs that skips steps 1..start, as runtime/readout.py defines it."""
+    return outputs[start if start < len(outputs) else 0:].mean(axis=0, dtype=np.float64)
 
 
 def select(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str, np.ndarray], ann_outputs: dict[str, np.ndarray],
-           timesteps: int, candidates: list[Candidate], readout_starts: tuple[int, ...] = (0,),
-           **fixed) -> tuple[Candidate, dict[str, LayerParams]]:
+           timesteps: int, candidates: list[Candidate], readout_start: int = 0, **fixed) -> tuple[Candidate, dict[str, LayerParams]]:
     """The T-aware final selection: calibrate the SNN once per candidate, simulate it whole on the calibration
-    data, keep the candidate (and the readout start, from ``readout_starts``: each is read out of the same
-    simulation) whose readout agrees best with the ANN: the smallest cross-entropy of the softmax of the readout
-    against the ANN's top-1 class (a smooth form of top-1 agreement, which ties at 100% once T is large enough),
-    the first on a tie.
+    data, keep the candidate whose readout (skipping ``readout_start`` steps, as the file will) agrees best with
+    the ANN: the smallest cross-entropy of the softmax of the readout against the ANN's top-1 class (a smooth
+    form of top-1 agreement, which ties at 100% once T is large enough), the first candidate on a tie.
 
-    Only calibration data is used. With one candidate and one start this is plain :func:`calibrate_snn`.
+    Only calibration data is used. With one candidate this is plain :func:`calibrate_snn`.
     """
     best, best_params = None, None
     for cand in candidates:
         params, outputs = calibrate_snn(snn, feeds, targets, timesteps, v_init=cand.v_init, bias=cand.bias, rule=cand.rule, **fixed)
-        if len(candidates) == 1 and len(readout_starts) == 1:
-            cand.readout_start = readout_starts[0]
+        if len(candidates) == 1:
             return cand, params
-        scores = []
-        for start in readout_starts:
-            agree, ce = [], []
-            for name, want in ann_outputs.items():
-                per_step = outputs[name]
-                dynamic = per_step.ndim == want.ndim + 1
-                got = (delayed_mean(per_step, timesteps, start) if dynamic else per_step).reshape(len(want), -1)
-                labels = want.reshape(len(want), -1).argmax(1)
-                agree.append(np.mean(got.argmax(1) == labels))
-                ce.append(_softmax_cross_entropy(got.astype(np.float64), labels))
-            scores.append((float(np.mean(ce)), float(np.mean(agree)), start))
-        cand.cross_entropy, cand.agreement, cand.readout_start = min(scores, key=lambda score: score[0])
+        agree, ce = [], []
+        for name, want in ann_outputs.items():
+            got = outputs[name]
+            got = (delayed_mean(got, readout_start) if got.ndim == want.ndim + 1 else got).reshape(len(want), -1)
+            labels = want.reshape(len(want), -1).argmax(1)
+            agree.append(np.mean(got.argmax(1) == labels))
+            ce.append(_softmax_cross_entropy(got.astype(np.float64), labels))
+        cand.agreement, cand.cross_entropy = float(np.mean(agree)), float(np.mean(ce))
         if best is None or cand.cross_entropy < best.cross_entropy:
             best, best_params = cand, params
     return best, best_params

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from conftest import cnn
 
@@ -76,20 +77,20 @@ def test_a_bad_readout_start_is_refused(snn, value):
         InferenceSession(bad)
 
 
-def test_the_selection_chooses_a_readout_start_and_the_file_records_it(tmp_path):
+def test_a_readout_start_is_recorded_and_the_selection_scores_with_it():
     calib = np.random.default_rng(6).random((64, 2, 12, 12)).astype(np.float32)
     snn = converter.convert(cnn(), calib, timesteps=16, progress=False)
-    note = next(n for n in snn.report.notes if n.startswith("optimal: final selection"))
-    assert "readout starts 1, 3, 5, 9 tried for each" in note
-    start = snn.report.settings["readout_start"]
-    assert f"readout from step {start + 1}" in note.rsplit("; chose ", 1)[1]
-    assert readout_start_of(snn.model) == start
-    fixed = snn.with_settings(readout_start=2)
-    assert readout_start_of(fixed.model) == 2 and "readout starts" not in next(
-        n for n in fixed.report.notes if n.startswith("optimal: final selection"))
-    assert readout_start_of(snn.with_settings(select=False).model) == 0
-    assert readout_start_of(snn.with_settings(timesteps=2).model) == 0  # no delay tried below T = 4
-    assert META_READOUT_START not in {p.key for p in snn.with_settings(threshold="max").model.metadata_props}
+    assert snn.report.settings["readout_start"] == 0 and META_READOUT_START not in {p.key for p in snn.model.metadata_props}
+    delayed = snn.with_settings(readout_start=8)
+    assert readout_start_of(delayed.model) == 8 and delayed.report.settings["readout_start"] == 8
+    scores = {}
+    for bias in (True, False):  # each candidate fixed, read out from step 9 by the runtime
+        fixed = snn.with_settings(readout_start=8, bias_correction=bias)
+        out = InferenceSession(fixed.model).run(None, {"x": calib})[0]
+        want = ort.InferenceSession(cnn().SerializeToString()).run(None, {"x": calib})[0].argmax(1)
+        z = out.astype(np.float64) - out.max(axis=1, keepdims=True)
+        scores[bias] = float(-np.mean(z[np.arange(len(want)), want] - np.log(np.exp(z).sum(axis=1))))
+    assert scores[delayed.report.settings["bias_correction"]] <= min(scores.values()) + 1e-4
     with pytest.raises(InputError, match="readout_start must be a non-negative integer"):
         snn.with_settings(readout_start=-1)
 
