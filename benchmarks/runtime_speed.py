@@ -107,7 +107,8 @@ def spikingjelly_net(snn_model, threads):
             else:
                 raise NotImplementedError(f"op {s.op} not mapped to PyTorch")
             env[s.outputs[0]] = y
-        return env[plan.outputs[0].name].mean(0)
+        skip = plan.readout_start if timesteps > plan.readout_start else 0  # delayed readout (runtime/readout.py)
+        return env[plan.outputs[0].name][skip:].mean(0)
 
     def run(x, timesteps):
         with torch.no_grad():
