@@ -40,7 +40,7 @@ OURS = {  # label -> (convert settings, T-specific?)
     OPTIMAL: (dict(threshold="optimal"), True),
     "(f) ours: ltb (local threshold balancing on the SNN)": (dict(threshold="ltb"), True),
 }
-REPORT_T = (1, 2, 4, 8, 16, 32)
+REPORT_T = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DELAYED = "(e) SpikingJelly channel-wise, half threshold, pre-spike max-pool, delayed readout"
 
 
@@ -213,7 +213,7 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     models = list(results["models"])
-    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * max(len(models), 3), 6.0), squeeze=False)
     for ax, model in zip(axes[0], models):
         r = results["models"][model]
         for label, acc in r["rows"].items():
@@ -228,8 +228,9 @@ def plot(results: dict, path: str) -> None:
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{model} (ANN {100 * r['ann']:.1f}%)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)  # below the panels: hides no data
+    fig.tight_layout(rect=(0, 0.06 + 0.025 * ((len(labels) + 2) // 3), 1, 1))
     fig.savefig(path, dpi=110)
 
 
