@@ -35,6 +35,7 @@ CALIBRATED_V_INIT_MAX_T = 2   # the final selection tries a calibrated v_init up
 LTB_MAX_T = 2                 # ... and local threshold balancing up to this T (docs/quality.md)
 SNN_CALIBRATION_IMAGES = 512   # calibration samples kept for the SNN-side ('optimal') calibration
 SELECTION_NOTE = "optimal: final selection"
+READOUT_START_NOTE = "readout_start"
 
 
 @dataclass
@@ -114,21 +115,26 @@ class ConvertedSNN:
                                              shift=s.shift, reset=s.reset, upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
                                              v_max={n: stats[n].channel_max for n in names})
             s = self.settings = Settings(**(vars(s) | {"v_init": best.v_init, "bias_correction": best.bias}))
+            rule = best.rule
             if len(candidates) > 1:
                 describe = lambda c: f"{'ltb, ' if c.rule == 'ltb' else ''}v_init {c.v_init} bias {'on' if c.bias else 'off'}"
                 self.report.notes.append(
                     f"{SELECTION_NOTE} on {len(next(iter(feeds.values())))} calibration samples at T={s.timesteps} "
-                    "(top-1 agreement with the ANN / cross-entropy against its top-1, the smallest wins): " + ", ".join(
+                    "(top-1 agreement with the ANN / cross-entropy against its top-1; the smallest cross-entropy among those within "
+                    "two standard errors of the best agreement wins): " + ", ".join(
                         f"{describe(c)}: {100 * c.agreement:.1f}% / {c.cross_entropy:.3g}" for c in candidates)
                     + f"; chose {describe(best)}")
             params = {n: {"v_th": compact(p.v_th), "shift": compact(p.shift), "v_init": compact(p.v_init)} for n, p in chosen.items()}
         else:
+            rule = None
             params = {}
             for act in ctx.activations:
                 v_th = threshold(stats[act.node.name], method, act.upper_bound)
                 v_init = v_th / 2 if s.v_init == "half" else v_th * 0.0 + float(s.v_init)
                 params[act.node.name] = {"v_th": compact(v_th), "shift": compact(shift_value(s.shift, v_th, s.timesteps)), "v_init": compact(v_init)}
         set_neuron_params(model, params)
+        if s.readout_start >= s.timesteps:
+            self.report.notes.append(f"{READOUT_START_NOTE} {s.readout_start} >= T={s.timesteps}: a run of T steps reads out the plain mean")
         if s.readout_start:
             entry = model.metadata_props.add()
             entry.key, entry.value = fmt.META_READOUT_START, str(s.readout_start)
@@ -139,7 +145,8 @@ class ConvertedSNN:
                               for act in ctx.activations]
         self.report.settings = {"timesteps": s.timesteps, "threshold": s.threshold, "shift": s.shift, "reset": s.reset,
                                 "v_init": s.v_init, "bias_correction": s.bias_correction, "select": s.select,
-                                "readout_start": s.readout_start}
+                                "readout_start": s.readout_start, "v_th_rule": rule,
+                                "readout": self._ctx.options.get("readout", "membrane")}
         self.model = model
         self.ann_model = build_ann(ctx, {n: float(np.max(v)) for n, v in self.thresholds.items()}, self._source.opset)
         per_channel_clips(self.ann_model, {n: v for n, v in self.thresholds.items() if isinstance(v, np.ndarray)},
@@ -181,9 +188,9 @@ class ConvertedSNN:
             raise InputError(f"unknown setting {unknown[0]!r}; settings: {', '.join(vars(self.settings))}")
         current = vars(self.raw_settings) | changes
         settings = Settings(**current)
-        notes = [n for n in self.report.notes if not n.startswith(SELECTION_NOTE)]  # that one is per emission
+        notes = [n for n in self.report.notes if not n.startswith((SELECTION_NOTE, READOUT_START_NOTE))]  # per emission
         report = Report(self.report.source, [NodeEntry(**vars(n)) for n in self.report.nodes], [], notes)
-        ctx = Context(self._ctx.graph, report, self._ctx.name, self._ctx.activations)
+        ctx = Context(self._ctx.graph, report, self._ctx.name, self._ctx.activations, self._ctx.options)
         return ConvertedSNN(self._source, ctx, self._stats, settings, self._samples, self._targets)
 
     def save(self, path: str | os.PathLike) -> None:

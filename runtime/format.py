@@ -6,6 +6,7 @@ them. The format may only grow by optional attributes whose defaults :func:`neur
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,8 @@ META_INPUT_ENCODING = "onnx2snn.input_encoding"
 META_THRESHOLD_METHOD = "onnx2snn.threshold_method"
 META_SOURCE_SHA256 = "onnx2snn.source_sha256"
 META_READOUT_START = "onnx2snn.readout_start"   # optional, default 0: the readout skips steps 1..start (runtime/readout.py)
+
+_DIGITS = re.compile(r"[0-9]+\Z")  # ASCII digits only: str.isdigit also accepts e.g. '²', which int() refuses
 
 # Attributes of IFNeuron with their defaults (None: required).
 NEURON_DEFAULTS = {"v_th": None, "shift": 0.0, "v_init": 0.0, "reset": "subtract"}
@@ -202,10 +205,10 @@ def validate(model: onnx.ModelProto, name: str = "<model>") -> None:
     if encoding not in INPUT_ENCODINGS:
         raise SNNFormatError(f"{name}: input encoding {encoding!r} is not supported; known: {', '.join(INPUT_ENCODINGS)}")
     steps = meta.get(META_TIMESTEPS)
-    if steps is not None and not (steps.isdigit() and int(steps) > 0):
+    if steps is not None and not (_DIGITS.match(steps) and int(steps) > 0):
         raise SNNFormatError(f"{name}: metadata '{META_TIMESTEPS}' must be a positive integer, got {steps!r}")
     start = meta.get(META_READOUT_START)
-    if start is not None and not start.isdigit():
+    if start is not None and not _DIGITS.match(start):
         raise SNNFormatError(f"{name}: metadata '{META_READOUT_START}' must be a non-negative integer, got {start!r}")
     domains = {o.domain: o.version for o in model.opset_import}
     if domains.get(DOMAIN) != DOMAIN_VERSION:

@@ -24,7 +24,7 @@ class OutputSums:
 
 
 def add_block(values: np.ndarray, sums: OutputSums, start: int, trace: bool) -> tuple[OutputSums, np.ndarray, np.ndarray | None]:
-    """Add one block of steps (T_b, N, ...) (float32) to the sums. Returns the new sums, the readout after the
+    """Add one block of steps (T_b, N, ...) (any numeric dtype, summed in float64) to the sums. Returns the new sums, the readout after the
     block (float32), and with ``trace`` the readout after each of its steps (T_b, N, ...)."""
     blk = values.shape[0]
     skip = min(blk, max(0, start - sums.steps))  # steps of this block at or before ``start``

@@ -73,7 +73,7 @@ def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trac
             for name, value in zip(step.outputs, results):
                 env[name] = value
         for name in sums:
-            sums[name], now, _ = add_block(np.asarray(env[name], dtype=np.float32)[None], sums[name], plan.readout_start, False)
+            sums[name], now, _ = add_block(np.asarray(env[name])[None], sums[name], plan.readout_start, False)
             if trace:
                 traces[name].append(now)
         if t == 0:

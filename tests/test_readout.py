@@ -58,15 +58,20 @@ def test_engines_agree_and_a_run_shorter_than_the_delay_reads_out_every_step(snn
     np.testing.assert_array_equal(fast.run(None, {"x": x}, timesteps=3)[0], InferenceSession(conv.model).run(None, {"x": x}, timesteps=3)[0])
 
 
-def test_early_stop_blocks_cross_the_start_like_one_run(snn):
+def test_blocks_of_steps_cross_the_start_like_one_run(snn):
+    """Early stop runs the engine block by block with a RunState; blocks of 2 steps cross a start of 3."""
+    from runtime.engine import RunState, run_numba
     conv, x = snn
     sess = InferenceSession(_with_start(conv.model, 3))
     whole = sess.run_trace(None, {"x": x}, timesteps=T)[0]
-    blocks = sess.run_trace(None, {"x": x}, timesteps=T, early_stop=2)[0]  # blocks of 2 steps: 1-2, 3-4, ...
-    np.testing.assert_allclose(blocks, whole[:len(blocks)], rtol=0, atol=1e-6)
+    state = RunState()
+    parts = [run_numba(sess._plan, {"x": x}, 2, sess._cache, True, state) for _ in range(T // 2)]
+    assert state.steps_done == T
+    np.testing.assert_allclose(np.concatenate([p.trace[0] for p in parts]), whole, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(parts[-1].outputs[0], sess.run(None, {"x": x}, timesteps=T)[0], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+@pytest.mark.parametrize("value", ["-1", "two", "1.5", "\u00b2"])
 def test_a_bad_readout_start_is_refused(snn, value):
     conv, _ = snn
     bad = onnx.ModelProto()
@@ -93,6 +98,22 @@ def test_a_readout_start_is_recorded_and_the_selection_scores_with_it():
     assert scores[delayed.report.settings["bias_correction"]] <= min(scores.values()) + 1e-4
     with pytest.raises(InputError, match="readout_start must be a non-negative integer"):
         snn.with_settings(readout_start=-1)
+    late = snn.with_settings(readout_start=16)
+    assert any(n.startswith("readout_start 16 >= T=16") for n in late.report.notes)
+    assert not any(n.startswith("readout_start") for n in late.with_settings(readout_start=0).report.notes)
+
+
+def test_the_selection_scores_the_delayed_readout(monkeypatch):
+    """Two candidates whose outputs rank one way over all steps and the other way after step 2."""
+    import converter.layerwise as lw
+    labels = np.eye(3, dtype=np.float32)  # the ANN's top-1: class i for sample i
+    early_good = np.stack([labels * 5, labels * 5, -labels, -labels])  # right only in the first two steps
+    late_good = np.stack([-labels * 9, -labels * 9, labels * 2, labels * 2])  # right only after them
+    outputs = {True: early_good, False: late_good}
+    monkeypatch.setattr(lw, "calibrate_snn", lambda *a, bias, **k: ({"n": bias}, {"y": outputs[bias]}))
+    cands = lambda: [lw.Candidate("half", True), lw.Candidate("half", False)]
+    assert lw.select(None, {}, {}, {"y": labels}, 4, cands(), 0)[0].bias is True
+    assert lw.select(None, {}, {}, {"y": labels}, 4, cands(), 2)[0].bias is False
 
 
 def test_readout_start_from_the_command_line(tmp_path, capsys):
