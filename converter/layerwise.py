@@ -35,6 +35,7 @@ from onnx import helper, numpy_helper
 
 from runtime.format import DOMAIN, MAXPOOL_OP, NEURON_OP
 from runtime.plan import _attrs
+from runtime.readout import OutputSums, add_block
 from runtime.spike_pool import spike_max_pool_handler
 
 from .calibrate import fixed_batch, run_in_blocks
@@ -46,7 +47,6 @@ BIAS_ROUNDS = 3
 IMAGE_STEPS = 8192                              # calibration images x T simulated (bounds time and memory)
 MIN_IMAGES = 32
 LTB_PASSES, LTB_BATCH = 4, 100                   # local threshold balancing: passes over the images, images per update
-RULES = ("error", "ltb")                         # how V_th is chosen: step 1 of the module doc, or ltb
 
 
 @dataclass
@@ -321,13 +321,14 @@ def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: d
         if node.domain == DOMAIN and node.op_type == NEURON_OP:
             x, dynamic = env[node.input[0]]
             xt = x if dynamic else x[None]
+            currents, target = _as_layout(xt, True), _as_layout(targets[node.name], False)
             if rule == "ltb":
-                params = balance_layer(_as_layout(xt, True), _as_layout(targets[node.name], False), timesteps, shift=shift,
-                                       v_init=v_init, reset=reset, bias=bias, upper_bound=upper_bounds.get(node.name))
+                params = balance_layer(currents, target, timesteps, shift=shift, v_init=v_init, reset=reset, bias=bias,
+                                       upper_bound=upper_bounds.get(node.name))
             else:
-                params = choose_layer(_as_layout(xt, True), _as_layout(targets[node.name], False), timesteps,
-                                      per_channel=per_channel, shift=shift, v_init=v_init, reset=reset, bias=bias,
-                                      upper_bound=upper_bounds.get(node.name), v_max=None if v_max is None else v_max.get(node.name))
+                params = choose_layer(currents, target, timesteps, per_channel=per_channel, shift=shift, v_init=v_init,
+                                      reset=reset, bias=bias, upper_bound=upper_bounds.get(node.name),
+                                      v_max=None if v_max is None else v_max.get(node.name))
             chosen[node.name] = params
             env[node.output[0]] = (fire(xt, params, timesteps, reset), True)
         elif node.domain == DOMAIN and node.op_type == MAXPOOL_OP and env[node.input[0]][1]:
@@ -367,7 +368,7 @@ class Candidate:
 
     v_init: str | float
     bias: bool
-    rule: str = "error"         # how V_th is chosen: one of RULES
+    rule: str = "error"         # how V_th is chosen: "error" (step 1 of the module doc) or "ltb"
     agreement: float = 0.0      # top-1 agreement of the SNN readout with the ANN output on the calibration data
     cross_entropy: float = 0.0  # of softmax(SNN readout) against the ANN's top-1 class: what the selection minimises
 
@@ -376,11 +377,6 @@ def _softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     z = logits - logits.max(axis=1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     return float(-np.mean(log_p[np.arange(len(labels)), labels]))
-
-
-def delayed_mean(outputs: np.ndarray, start: int) -> np.ndarray:
-    """The readout of (T, N, ...) per-step outputs that skips steps 1..start, as runtime/readout.py defines it."""
-    return outputs[start if start < len(outputs) else 0:].mean(axis=0, dtype=np.float64)
 
 
 def select(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str, np.ndarray], ann_outputs: dict[str, np.ndarray],
@@ -402,14 +398,16 @@ def select(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str
         agree, ce = [], []
         for name, want in ann_outputs.items():
             got = outputs[name]
-            got = (delayed_mean(got, readout_start) if got.ndim == want.ndim + 1 else got).reshape(len(want), -1)
+            if got.ndim == want.ndim + 1:  # per-step outputs: read out as the runtime will
+                got = add_block(got, OutputSums(), readout_start, False)[1]
+            got = got.reshape(len(want), -1)
             labels = want.reshape(len(want), -1).argmax(1)
             agree.append(np.mean(got.argmax(1) == labels))
             ce.append(_softmax_cross_entropy(got.astype(np.float64), labels))
         cand.agreement, cand.cross_entropy = float(np.mean(agree)), float(np.mean(ce))
         chosen.append((cand, params))
-    n_samples = len(next(iter(ann_outputs.values())))
-    floor = max(c.agreement for c, _ in chosen) - agreement_tolerance(max(c.agreement for c, _ in chosen), n_samples)
+    best = max(c.agreement for c, _ in chosen)
+    floor = best - agreement_tolerance(best, len(next(iter(ann_outputs.values()))))
     return min(((c, p) for c, p in chosen if c.agreement >= floor), key=lambda item: item[0].cross_entropy)
 
 

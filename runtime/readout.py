@@ -2,8 +2,8 @@
 
 Delayed readout (metadata ``onnx2snn.readout_start`` = s, default 0): the mean over steps s+1..t instead of
 1..t. The first layers need a few steps before their rates settle (each neuron layer adds latency), and those
-steps pull the mean of the output away from the ANN's value; skipping them helps at moderate T, as in
-SpikingJelly's delayed readout. A readout after t <= s steps has no step to average yet and is the plain mean
+steps pull the mean of the output away from the ANN's value; skipping them can help at moderate T, as
+SpikingJelly's delayed readout does for its SNNs (for ours it did not on average: docs/quality.md). A readout after t <= s steps has no step to average yet and is the plain mean
 over 1..t: ``run`` with T <= s, early stop before step s, and the first rows of ``run_trace`` read out as if no
 delay were set. Sums are float64, rounded to float32 once, as for the plain mean.
 """
@@ -24,8 +24,8 @@ class OutputSums:
 
 
 def add_block(values: np.ndarray, sums: OutputSums, start: int, trace: bool) -> tuple[OutputSums, np.ndarray, np.ndarray | None]:
-    """Add one block of steps (T_b, N, ...) (any numeric dtype, summed in float64) to the sums. Returns the new sums, the readout after the
-    block (float32), and with ``trace`` the readout after each of its steps (T_b, N, ...)."""
+    """Add one block of steps (T_b, N, ...) (any numeric dtype, summed in float64) to the sums. Returns the new
+    sums, the readout after the block (float32), and with ``trace`` the readout after each of its steps."""
     blk = values.shape[0]
     skip = min(blk, max(0, start - sums.steps))  # steps of this block at or before ``start``
     done = sums.steps + blk
@@ -39,12 +39,17 @@ def add_block(values: np.ndarray, sums: OutputSums, start: int, trace: bool) -> 
             late = running[skip:] if start <= 0 else np.cumsum(values[skip:], axis=0, dtype=np.float64) + sums.delayed
             delayed_total = late[-1].copy()
             running[skip:] = late
-            steps[skip:] -= max(start, 0)
+            steps[skip:] -= start
         running /= steps
         new = OutputSums(total, delayed_total, done)
         return new, running[-1].astype(np.float32), running.astype(np.float32)
     total = values.sum(axis=0, dtype=np.float64) + sums.all
-    delayed = total if start <= 0 else (values[skip:].sum(axis=0, dtype=np.float64) + sums.delayed if skip < blk else sums.delayed)
+    if start <= 0:
+        delayed = total
+    elif skip < blk:
+        delayed = values[skip:].sum(axis=0, dtype=np.float64) + sums.delayed
+    else:
+        delayed = sums.delayed
     new = OutputSums(total, delayed, done)
     return new, readout(new, start), None
 
