@@ -112,3 +112,47 @@ def test_kernels_bit_identical_for_any_thread_count(rng):
         results.append(_conv(step, [(x, True), (w, False)], KernelCache(), 4)[0])
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def canonical_float32_conv(x, w, b, attrs):
+    """Conv as float32 products added one by one from the bias, in (input channel, kernel row, kernel column)
+    order for every output (plain NumPy, one tap at a time)."""
+    from runtime.reference_ops import _spatial_pads
+    n_out, cg, kh, kw = w.shape
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    pads = _spatial_pads(attrs, x.shape[2:], (kh, kw), [sh, sw], [dh, dw])
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    ho = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    wo = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    groups = attrs.get("group", 1)
+    og = n_out // groups
+    acc = np.broadcast_to(b.reshape(1, -1, 1, 1), (x.shape[0], n_out, ho, wo)).copy()
+    for g in range(groups):
+        for ci in range(cg):
+            for ky in range(kh):
+                for kx in range(kw):
+                    tap = xp[:, g * cg + ci, ky * dh:ky * dh + sh * (ho - 1) + 1:sh, kx * dw:kx * dw + sw * (wo - 1) + 1:sw]
+                    acc[:, g * og:(g + 1) * og] += tap[:, None] * w[g * og:(g + 1) * og, ci, ky, kx].reshape(1, -1, 1, 1)
+    return acc
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: str(c["attrs"]))
+def test_conv_event_kernel_sums_float32_in_canonical_order(rng, case):
+    """Given float32 weights, the event kernel adds float32 products in (channel, row, column) order, skipping
+    zero inputs, which a float32 sum does not notice: the claim behind the float32 lever measured by
+    benchmarks/scatter_floor.py (the engine itself passes float64 weights)."""
+    from runtime.engine import _conv_weights
+    from runtime.kernels.conv import conv2d_events
+    group = case["attrs"].get("group", 1)
+    w = rng.standard_normal((case["c_out"], case["c_in"] // group, case["k"], case["k"])).astype(np.float32)
+    b = rng.standard_normal(case["c_out"]).astype(np.float32)
+    x = spikes(rng, (5, case["c_in"], 9, 11), density=0.5)
+    step = Step("conv", "Conv", ("x", "w", "b"), ("y",), dict(kernel_shape=[case["k"]] * 2, **case["attrs"]))
+    cw = _conv_weights(step, w, b, x.shape)
+    out = np.empty((x.shape[0], case["c_out"]) + cw.out_hw, np.float32)
+    f32 = (lambda a: np.ascontiguousarray(a, np.float32))
+    conv2d_events(x, f32(cw.wt), f32(cw.wflip), f32(cw.bias), cw.rows, cw.cols, cw.pad_w, cw.groups, out, 2)
+    want = canonical_float32_conv(x, w, b, case["attrs"])
+    np.testing.assert_array_equal(out, want)
+    assert not np.array_equal(out, run_dynamic(_conv, step, x[None], w, b)[1][0])  # float32 sums differ from float64's

@@ -3,8 +3,11 @@
 Event kernels give every thread a block of whole samples (and its own scratch accumulator, allocated once per
 block: fresh large allocations per sample cost page faults), so no two threads write the same output and the
 accumulation order per output is fixed: bit-identical results for any thread count. Indices are unsigned so
-that Numba emits no negative-index wraparound and LLVM vectorises the inner loops. Sums are float64 of exact
-float32 x float32 products, rounded once to float32, like the reference ops.
+that Numba emits no negative-index wraparound and LLVM vectorises the inner loops. The accumulator has the
+dtype of the bias: the engine passes float64 weights and bias, so sums are float64 of exact float32 x float32
+products, rounded once to float32, like the reference ops. (With float32 weights and bias the same kernels add
+float32 products in float32: ``benchmarks/scatter_floor.py`` uses that to measure what float32 sums would
+save; the engine never does.)
 """
 import numpy as np
 from numba import njit, prange
@@ -68,7 +71,7 @@ def _scatter_unit(acc, x, b, wflip, rows, pad_w, n_out, wo):
         for y in range(height):
             for e in range(_row_events(x, b, c, y, events)):
                 xx = events[e]
-                val = np.float64(x[b, c, y, xx])
+                val = x[b, c, y, xx]  # promoted to the weights' dtype by the product
                 j_first = xx + pad_w - (kw - 1)  # output column reached through the last tap
                 f0 = max(0, -j_first)
                 f1 = min(kw, wo - j_first)
@@ -101,7 +104,7 @@ def _scatter_any(acc, x, b, wt, rows, cols, groups, n_out, wo):
                 continue
             for e in range(_row_events(x, b, c, y, events)):
                 xx = events[e]
-                val = np.float64(x[b, c, y, xx])
+                val = x[b, c, y, xx]
                 for ky in range(kh):
                     i = rows[y, ky]
                     if i < 0:
@@ -144,7 +147,7 @@ def conv2d_events(x, wt, wflip, bias, rows, cols, pad_w, groups, out, n_blocks):
     n_out, ho, wo = out.shape[1], out.shape[2], out.shape[3]
     per = (n_batch + n_blocks - 1) // n_blocks
     for blk in prange(n_blocks):
-        acc = np.empty(ho * wo * n_out, np.float64)
+        acc = np.empty(ho * wo * n_out, bias.dtype)
         for b in range(blk * per, min(n_batch, (blk + 1) * per)):
             _accumulate(acc, x, b, wt, wflip, bias, rows, cols, pad_w, groups, wo)
             _store(acc, out, b)
@@ -239,7 +242,7 @@ def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, resi
     n_blocks = counts.shape[0]
     per = (n_batch + n_blocks - 1) // n_blocks
     for blk in prange(n_blocks):
-        acc = np.empty(size, np.float64)
+        acc = np.empty(size, bias.dtype)
         cur = np.empty(size, np.float32)
         pacc = np.empty(out.shape[4] * n_out if pool.shape[0] > 0 else 0, np.float64)
         for n in range(blk * per, min(n_batch, (blk + 1) * per)):
