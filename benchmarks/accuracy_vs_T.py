@@ -11,7 +11,10 @@ on T are simulated once for the largest T and read out after every step (run_tra
 file (same graph, same weights: checked against onnxruntime) and read out by their output average.
 
     python benchmarks/accuracy_vs_T.py [--models mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool]
-        [--timesteps 1,2,4,...,256] [--limit N] [--json R.json] [--plot P.png] [--no-spikingjelly]
+        [--timesteps 1,2,4,...,256] [--limit N] [--json R.json] [--plot P.png] [--no-spikingjelly] [--calib C.npz]
+
+--calib replaces models/{dataset}_calib.npz (its "image" array) for every model of the run, ours and SpikingJelly's
+alike: for experiments with another calibration set; models of one dataset per run when it is given.
 """
 from __future__ import annotations
 
@@ -44,9 +47,9 @@ REPORT_T = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DELAYED = "(e) SpikingJelly channel-wise, half threshold, pre-spike max-pool, delayed readout"
 
 
-def data(model: str, limit: int):
+def data(model: str, limit: int, calib_path: str | None = None):
     ds = DATASET[model]
-    calib = np.load(os.path.join(MODELS, f"{ds}_calib.npz"))["image"]
+    calib = np.load(calib_path or os.path.join(MODELS, f"{ds}_calib.npz"))["image"]
     ev = np.load(os.path.join(MODELS, f"{ds}_eval.npz"))
     x, y = ev["image"], ev["y"]
     return calib, (x[:limit], y[:limit]) if limit else (x, y)
@@ -242,13 +245,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results as JSON")
     ap.add_argument("--plot", help="write the accuracy-vs-T plot")
     ap.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
+    ap.add_argument("--calib", help="calibration .npz ('image') instead of models/{dataset}_calib.npz, for every model")
     args = ap.parse_args(argv)
     timesteps = sorted(int(t) for t in args.timesteps.split(","))
-    results = {"timesteps": timesteps, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    results = {"timesteps": timesteps, "calib": args.calib or "models/{dataset}_calib.npz", "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"Python {platform.python_version()}", "command": " ".join(["python"] + sys.argv), "models": {}}
     for model in args.models.split(","):
         path = os.path.join(MODELS, f"{model}.onnx")
-        calib, (x, y) = data(model, args.limit)
+        calib, (x, y) = data(model, args.limit, args.calib)
         ann = float(np.mean(ort.InferenceSession(path).run(None, {"image": x})[0].argmax(1) == y))
         print(f"{model}: ANN {100 * ann:.2f}%", flush=True)
         rows = ours(path, calib, x, y, timesteps)
