@@ -12,6 +12,7 @@ file (same graph, same weights: checked against onnxruntime) and read out by the
 
     python benchmarks/accuracy_vs_T.py [--models mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool]
         [--timesteps 1,2,4,...,256] [--limit N] [--json R.json] [--plot P.png] [--no-spikingjelly] [--calib C.npz]
+    python benchmarks/accuracy_vs_T.py --merge RUN1.json RUN2.json [--json R.json] [--plot P.png]
 
 --calib replaces models/{dataset}_calib.npz (its "image" array) for every model of the run, ours and SpikingJelly's
 alike: for experiments with another calibration set; models of one dataset per run when it is given.
@@ -194,7 +195,8 @@ def table(results: dict) -> str:
         for label, acc in r["rows"].items():
             acc = {int(k): v for k, v in acc.items()}
             lt = lossless_t(acc, r["ann"])
-            lines.append(f"| {label} | {lt if lt else '>' + str(max(acc))} | " + " | ".join(f"{100 * acc[t]:.1f}" for t in shown) + " |")
+            cells = (f"{100 * acc[t]:.1f}" if t in acc else "—" for t in shown)  # "—": not run (merged results)
+            lines.append(f"| {label} | {lt if lt else '>' + str(max(acc))} | " + " | ".join(cells) + " |")
         lines.append("\n" + behind(r))
     return "\n".join(lines)
 
@@ -242,6 +244,27 @@ def plot(results: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def merge(paths: list[str]) -> dict:
+    """Results of several runs (e.g. T = 1..64, then T = 128, 256) as one: rows joined by T per model. The
+    runs must have evaluated the same models on the same images (same ANN accuracy and image count)."""
+    merged = {"timesteps": [], "models": {}, "command": [], "machine": None, "calib": None}
+    for path in paths:
+        with open(path) as f:
+            run = json.load(f)
+        merged["timesteps"] = sorted(set(merged["timesteps"]) | set(run["timesteps"]))
+        merged["command"].append(run.get("command", path))
+        merged["machine"] = merged["machine"] or run.get("machine")
+        for model, r in run["models"].items():
+            into = merged["models"].setdefault(model, {"ann": r["ann"], "samples": r["samples"], "rows": {}})
+            if (into["ann"], into["samples"]) != (r["ann"], r["samples"]):
+                raise SystemExit(f"{path}: {model} was evaluated on other images than in the runs before it "
+                                 f"(ANN {r['ann']:.4f} on {r['samples']} images, not {into['ann']:.4f} on {into['samples']}); "
+                                 f"merge only runs with the same --limit")
+            for label, acc in r["rows"].items():
+                into["rows"].setdefault(label, {}).update({str(k): v for k, v in acc.items()})
+    return merged
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool")
@@ -251,7 +274,18 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", help="write the accuracy-vs-T plot")
     ap.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
     ap.add_argument("--calib", help="calibration .npz ('image') instead of models/{dataset}_calib.npz, for every model")
+    ap.add_argument("--merge", nargs="+", metavar="RUN.json", help="simulate nothing: join the JSON of earlier runs "
+                    "(same models and images, e.g. T = 1..64 and T = 128, 256) and print the table / write the plot and JSON")
     args = ap.parse_args(argv)
+    if args.merge:
+        results = merge(args.merge)
+        print(table(results))
+        if args.plot:
+            plot(results, args.plot)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return 0
     timesteps = sorted(int(t) for t in args.timesteps.split(","))
     results = {"timesteps": timesteps, "calib": args.calib or "models/{dataset}_calib.npz", "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"Python {platform.python_version()}", "command": " ".join(["python"] + sys.argv), "models": {}}
