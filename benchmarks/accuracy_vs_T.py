@@ -11,7 +11,7 @@ on T are simulated once for the largest T and read out after every step (run_tra
 file (same graph, same weights: checked against onnxruntime) and read out by their output average.
 
     python benchmarks/accuracy_vs_T.py [--models mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool]
-        [--timesteps 1,2,4,...,256] [--limit N] [--json R.json] [--plot P.png] [--no-spikingjelly] [--calib C.npz]
+        [--timesteps 1,2,4,...,256] [--limit N] [--json R.json] [--plot P.png] [--no-spikingjelly | --no-ours] [--calib C.npz]
     python benchmarks/accuracy_vs_T.py --merge RUN1.json RUN2.json [--json R.json] [--plot P.png]
 
 --calib replaces models/{dataset}_calib.npz (its "image" array) for every model of the run, ours and SpikingJelly's
@@ -207,6 +207,8 @@ def behind(r: dict) -> str:
     Each deficit of k images also gets the smallest two-sided p-value McNemar's exact test could give it on
     the same images, 2 ** (1 - k) (when every image the two rows disagree on favours the other row): a deficit
     of 5 images or fewer cannot be significant at the 5% level, whatever the per-image outcomes."""
+    if OPTIMAL not in r["rows"]:
+        return "optimal not run"
     ours_acc = {int(k): v for k, v in r["rows"][OPTIMAL].items()}
     cells = []
     for label, acc in r["rows"].items():
@@ -273,6 +275,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results as JSON")
     ap.add_argument("--plot", help="write the accuracy-vs-T plot")
     ap.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
+    ap.add_argument("--no-ours", action="store_true", help="skip our rows (a)-(d), (f): SpikingJelly's alone, to --merge later")
     ap.add_argument("--calib", help="calibration .npz ('image') instead of models/{dataset}_calib.npz, for every model")
     ap.add_argument("--merge", nargs="+", metavar="RUN.json", help="simulate nothing: join the JSON of earlier runs "
                     "(same models and images, e.g. T = 1..64 and T = 128, 256) and print the table / write the plot and JSON")
@@ -294,7 +297,7 @@ def main(argv=None) -> int:
         calib, (x, y) = data(model, args.limit, args.calib)
         ann = float(np.mean(ort.InferenceSession(path).run(None, {"image": x})[0].argmax(1) == y))
         print(f"{model}: ANN {100 * ann:.2f}%", flush=True)
-        rows = ours(path, calib, x, y, timesteps)
+        rows = {} if args.no_ours else ours(path, calib, x, y, timesteps)
         if not args.no_spikingjelly:
             rows.update(spikingjelly(path, calib, x, y, timesteps))
         results["models"][model] = {"ann": ann, "samples": int(len(y)), "rows": rows}
