@@ -248,11 +248,17 @@ def plot(results: dict, path: str) -> None:
 
 def merge(paths: list[str]) -> dict:
     """Results of several runs (e.g. T = 1..64, then T = 128, 256) as one: rows joined by T per model. The
-    runs must have evaluated the same models on the same images (same ANN accuracy and image count)."""
+    runs must have evaluated the same models on the same images (same ANN accuracy and image count) with the
+    same calibration set, and may not both have a (row, T) cell."""
     merged = {"timesteps": [], "models": {}, "command": [], "machine": None, "calib": None}
     for path in paths:
         with open(path) as f:
             run = json.load(f)
+        calib = run.get("calib", "models/{dataset}_calib.npz")  # runs from before --calib used the bundled sets
+        if merged["calib"] not in (None, calib):
+            raise SystemExit(f"{path}: calibrated on {calib}, the runs before it on {merged['calib']}; merge only runs "
+                             f"with the same --calib")
+        merged["calib"] = calib
         merged["timesteps"] = sorted(set(merged["timesteps"]) | set(run["timesteps"]))
         merged["command"].append(run.get("command", path))
         merged["machine"] = merged["machine"] or run.get("machine")
@@ -263,7 +269,12 @@ def merge(paths: list[str]) -> dict:
                                  f"(ANN {r['ann']:.4f} on {r['samples']} images, not {into['ann']:.4f} on {into['samples']}); "
                                  f"merge only runs with the same --limit")
             for label, acc in r["rows"].items():
-                into["rows"].setdefault(label, {}).update({str(k): v for k, v in acc.items()})
+                cells = into["rows"].setdefault(label, {})
+                twice = sorted(set(cells) & {str(k) for k in acc}, key=int)
+                if twice:
+                    raise SystemExit(f"{path}: {model} '{label}' at T={','.join(twice)} is in an earlier run too; "
+                                     f"merge runs over different T or rows")
+                cells.update({str(k): v for k, v in acc.items()})
     return merged
 
 
@@ -274,8 +285,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N held-out images only (default: all)")
     ap.add_argument("--json", help="write the results as JSON")
     ap.add_argument("--plot", help="write the accuracy-vs-T plot")
-    ap.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
-    ap.add_argument("--no-ours", action="store_true", help="skip our rows (a)-(d), (f): SpikingJelly's alone, to --merge later")
+    rows_arg = ap.add_mutually_exclusive_group()
+    rows_arg.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
+    rows_arg.add_argument("--no-ours", action="store_true", help="skip our rows (a)-(d), (f): SpikingJelly's alone, to --merge later")
     ap.add_argument("--calib", help="calibration .npz ('image') instead of models/{dataset}_calib.npz, for every model")
     ap.add_argument("--merge", nargs="+", metavar="RUN.json", help="simulate nothing: join the JSON of earlier runs "
                     "(same models and images, e.g. T = 1..64 and T = 128, 256) and print the table / write the plot and JSON")
@@ -290,6 +302,8 @@ def main(argv=None) -> int:
                 json.dump(results, f, indent=1)
         return 0
     timesteps = sorted(int(t) for t in args.timesteps.split(","))
+    if args.calib and len({DATASET[m] for m in args.models.split(",")}) > 1:
+        ap.error("--calib replaces the calibration set of every model: give models of one dataset only")
     results = {"timesteps": timesteps, "calib": args.calib or "models/{dataset}_calib.npz", "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"Python {platform.python_version()}", "command": " ".join(["python"] + sys.argv), "models": {}}
     for model in args.models.split(","):

@@ -156,3 +156,33 @@ def test_conv_event_kernel_sums_float32_in_canonical_order(rng, case):
     want = canonical_float32_conv(x, w, b, case["attrs"])
     np.testing.assert_array_equal(out, want)
     assert not np.array_equal(out, run_dynamic(_conv, step, x[None], w, b)[1][0])  # float32 sums differ from float64's
+
+
+def test_fused_conv_if_kernel_float32_sums_are_canonical(rng):
+    """The fused Conv+IF kernel shares the scatter: with float32 weights its spikes are those of IF neurons
+    driven by the canonical float32 current (what benchmarks/scatter_floor.py times as the float32 lever)."""
+    from runtime.engine import _conv_weights
+    from runtime.kernels.conv import conv2d_events_if
+    steps, n, c_in, c_out = 4, 3, 4, 6
+    w = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    x = spikes(rng, (steps, n, c_in, 8, 9), density=0.4)
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    cw = _conv_weights(Step("conv", "Conv", ("x", "w", "b"), ("y",), attrs), w, b, x.shape[1:])
+    ho, wo = cw.out_hw
+    v_th, shift = np.full(c_out, 1.5, np.float32), np.full(c_out, 0.125, np.float32)
+    v = np.full(n * ho * wo * c_out, 0.75, np.float32)
+    out = np.empty((steps, n, c_out, ho, wo), np.float32)
+    f32 = (lambda a: np.ascontiguousarray(a, np.float32))
+    conv2d_events_if(x, f32(cw.wt), f32(cw.wflip), f32(cw.bias), cw.rows, cw.cols, cw.pad_w, cw.groups,
+                     np.array([ho, wo], np.int64), np.empty((0,) * 5, np.float32), v_th, shift, True, v,
+                     np.empty(0, np.int64), 1.0, out, np.zeros((1, steps), np.int64), np.zeros((1, 1), np.int64))
+    membrane = np.full((n, c_out, ho, wo), 0.75, np.float32)
+    th, sh = v_th[0], shift[0]
+    for t in range(steps):
+        membrane = membrane + (canonical_float32_conv(x[t], w, b, attrs) + sh)
+        fired = membrane >= th
+        np.testing.assert_array_equal(out[t], np.where(fired, th, np.float32(0)))
+        membrane = np.where(fired, membrane - th, membrane)
+    assert out.any() and not out.all()
+    np.testing.assert_array_equal(v.reshape(n, ho, wo, c_out), membrane.transpose(0, 2, 3, 1))  # the last bits too

@@ -42,7 +42,7 @@ def _fill_bias(acc, bias, positions):
 
 @njit(cache=True, inline="always")
 def _store(acc, out, b):
-    """out[b] (O, Ho, Wo) float32 from the channels-last float64 accumulator."""
+    """out[b] (O, Ho, Wo) float32 from the channels-last accumulator."""
     n_out, ho, wo = out.shape[1], out.shape[2], out.shape[3]
     for o in range(n_out):
         for i in range(ho):
@@ -121,7 +121,7 @@ def _scatter_any(acc, x, b, wt, rows, cols, groups, n_out, wo):
 
 @njit(cache=True, inline="always")
 def _accumulate(acc, x, b, wt, wflip, bias, rows, cols, pad_w, groups, wo):
-    """acc (Ho*Wo*O, channels-last float64) = bias + conv(x[b]), from the non-zero inputs of x[b] only.
+    """acc (Ho*Wo*O, channels-last, the bias's dtype) = bias + conv(x[b]), from the non-zero inputs of x[b] only.
 
     ``wflip`` non-empty: the common case (groups 1, unit stride and dilation along the width), with the
     weight (C, KH, KW, O) kx-reversed so that a spike at column xx, which reaches output columns xx + pad_w - kx,
@@ -139,8 +139,9 @@ def _accumulate(acc, x, b, wt, wflip, bias, rows, cols, pad_w, groups, wo):
 def conv2d_events(x, wt, wflip, bias, rows, cols, pad_w, groups, out, n_blocks):
     """out[b] = conv(x[b]) + bias for every sample b, touching only non-zero inputs (any stride/dilation/groups).
 
-    x: (B, C, H, W) float32. wt: (Cg * KH * KW * O,) float64, the weight as (Cg, KH, KW, O), flattened; wflip: see
-    ``_accumulate`` (empty when not applicable). bias: (O,) float64. rows: (H, KH) and cols: (W, KW) from
+    x: (B, C, H, W) float32. wt: (Cg * KH * KW * O,) float64 (float32 only in the float32-sum benchmark and test), the
+    weight as (Cg, KH, KW, O), flattened; wflip: see ``_accumulate`` (empty when not applicable). bias: (O,), the
+    weight's dtype. rows: (H, KH) and cols: (W, KW) from
     ``tap_targets``. out: (B, O, Ho, Wo) float32.
     """
     n_batch = x.shape[0]
