@@ -12,7 +12,7 @@ file (same graph, same weights: checked against onnxruntime) and read out by the
 
     python benchmarks/accuracy_vs_T.py [--models mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool]
         [--timesteps 1,2,4,...,256] [--limit N] [--json R.json] [--plot P.png] [--no-spikingjelly | --no-ours] [--calib C.npz]
-    python benchmarks/accuracy_vs_T.py --merge RUN1.json RUN2.json [--json R.json] [--plot P.png]
+    python benchmarks/accuracy_vs_T.py --merge RUN1.json RUN2.json [--models M1,M2] [--json R.json] [--plot P.png]
 
 --calib replaces models/{dataset}_calib.npz (its "image" array) for every model of the run, ours and SpikingJelly's
 alike: for experiments with another calibration set; models of one dataset per run when it is given.
@@ -280,7 +280,8 @@ def merge(paths: list[str]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool")
+    ap.add_argument("--models", help="comma-separated (default: mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool; with "
+                    "--merge: every model of the runs)")
     ap.add_argument("--timesteps", default="1,2,4,8,16,32,64,128,256")
     ap.add_argument("--limit", type=int, default=0, help="first N held-out images only (default: all)")
     ap.add_argument("--json", help="write the results as JSON")
@@ -294,6 +295,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.merge:
         results = merge(args.merge)
+        if args.models:
+            missing = set(args.models.split(",")) - set(results["models"])
+            if missing:
+                ap.error(f"--models: {', '.join(sorted(missing))} not in the merged runs")
+            results["models"] = {m: results["models"][m] for m in args.models.split(",")}
         print(table(results))
         if args.plot:
             plot(results, args.plot)
@@ -301,6 +307,7 @@ def main(argv=None) -> int:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
         return 0
+    args.models = args.models or "mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool"
     timesteps = sorted(int(t) for t in args.timesteps.split(","))
     if args.calib and len({DATASET[m] for m in args.models.split(",")}) > 1:
         ap.error("--calib replaces the calibration set of every model: give models of one dataset only")
