@@ -139,10 +139,10 @@ def _accumulate(acc, x, b, wt, wflip, bias, rows, cols, pad_w, groups, wo):
 def conv2d_events(x, wt, wflip, bias, rows, cols, pad_w, groups, out, n_blocks):
     """out[b] = conv(x[b]) + bias for every sample b, touching only non-zero inputs (any stride/dilation/groups).
 
-    x: (B, C, H, W) float32. wt: (Cg * KH * KW * O,) float64 (float32 only in the float32-sum benchmark and test), the
-    weight as (Cg, KH, KW, O), flattened; wflip: see ``_accumulate`` (empty when not applicable). bias: (O,), the
-    weight's dtype. rows: (H, KH) and cols: (W, KW) from
-    ``tap_targets``. out: (B, O, Ho, Wo) float32.
+    x: (B, C, H, W) float32. wt: (Cg * KH * KW * O,) float64 (float32 only in the float32-sum benchmark and
+    test), the weight as (Cg, KH, KW, O), flattened; wflip: see ``_accumulate`` (empty when not applicable).
+    bias: (O,), the weight's dtype. rows: (H, KH) and cols: (W, KW) from ``tap_targets``. out: (B, O, Ho, Wo)
+    float32.
     """
     n_batch = x.shape[0]
     n_out, ho, wo = out.shape[1], out.shape[2], out.shape[3]
