@@ -45,6 +45,7 @@ OURS = {  # label -> (convert settings, T-specific?)
     "(f) ours: ltb (local threshold balancing on the SNN)": (dict(threshold="ltb"), True),
 }
 REPORT_T = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+DEFAULT_MODELS = "mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool"
 DELAYED = "(e) SpikingJelly channel-wise, half threshold, pre-spike max-pool, delayed readout"
 
 
@@ -278,10 +279,17 @@ def merge(paths: list[str]) -> dict:
     return merged
 
 
+def report(results: dict, plot_path: str | None) -> int:
+    """Print the table and write the plot of a run or of merged runs."""
+    print(table(results))
+    if plot_path:
+        plot(results, plot_path)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", help="comma-separated (default: mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool; with "
-                    "--merge: every model of the runs)")
+    ap.add_argument("--models", help=f"comma-separated (default: {DEFAULT_MODELS}; with --merge: every model of the runs)")
     ap.add_argument("--timesteps", default="1,2,4,8,16,32,64,128,256")
     ap.add_argument("--limit", type=int, default=0, help="first N held-out images only (default: all)")
     ap.add_argument("--json", help="write the results as JSON")
@@ -300,14 +308,11 @@ def main(argv=None) -> int:
             if missing:
                 ap.error(f"--models: {', '.join(sorted(missing))} not in the merged runs")
             results["models"] = {m: results["models"][m] for m in args.models.split(",")}
-        print(table(results))
-        if args.plot:
-            plot(results, args.plot)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
-        return 0
-    args.models = args.models or "mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool"
+        return report(results, args.plot)
+    args.models = args.models or DEFAULT_MODELS
     timesteps = sorted(int(t) for t in args.timesteps.split(","))
     if args.calib and len({DATASET[m] for m in args.models.split(",")}) > 1:
         ap.error("--calib replaces the calibration set of every model: give models of one dataset only")
@@ -325,10 +330,7 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
-    print(table(results))
-    if args.plot:
-        plot(results, args.plot)
-    return 0
+    return report(results, args.plot)
 
 
 if __name__ == "__main__":

@@ -74,19 +74,19 @@ def event_adds(session, feeds: dict, steps: int) -> int:
     total = [0]
     real = {k: getattr(engine, k) for k in ("conv2d_events", "conv2d_events_if", "matmul_events")}
 
-    def conv(x, wt, wflip, bias, rows, cols, pad_w, groups, *rest):
-        total[0] += conv_adds(x, rows, cols, bias.shape[0], groups)
-        return real["conv2d_events"](x, wt, wflip, bias, rows, cols, pad_w, groups, *rest)
-
-    def conv_if(x, wt, wflip, bias, rows, cols, pad_w, groups, *rest):
-        total[0] += conv_adds(x, rows, cols, bias.shape[0], groups)
-        return real["conv2d_events_if"](x, wt, wflip, bias, rows, cols, pad_w, groups, *rest)
+    def counting_conv(kernel):  # both conv kernels take (x, wt, wflip, bias, rows, cols, pad_w, groups, ...)
+        def counted(x, wt, wflip, bias, rows, cols, pad_w, groups, *rest):
+            total[0] += conv_adds(x, rows, cols, bias.shape[0], groups)
+            return kernel(x, wt, wflip, bias, rows, cols, pad_w, groups, *rest)
+        return counted
 
     def matmul(x, w, bias, *rest):
         total[0] += int(np.count_nonzero(x)) * bias.shape[0]
         return real["matmul_events"](x, w, bias, *rest)
 
-    engine.conv2d_events, engine.conv2d_events_if, engine.matmul_events = conv, conv_if, matmul
+    engine.conv2d_events = counting_conv(real["conv2d_events"])
+    engine.conv2d_events_if = counting_conv(real["conv2d_events_if"])
+    engine.matmul_events = matmul
     try:
         session.run(None, feeds, timesteps=steps)
     finally:
@@ -168,8 +168,7 @@ def measure_model(name: str, data: np.ndarray, calib: np.ndarray, steps: int, co
     synops = event_adds(ours, feeds, steps)  # also the first call (compile / load)
     t_ours = best_of(lambda: ours.run(None, feeds, timesteps=steps), 3)[0]
     stats = ours.stats
-    sample_steps = stats.get("sample_steps", stats["batch"] * stats["timesteps"])  # only set for chunked runs
-    neuron_steps = sum(layer["neurons"] for layer in stats["layers"]) * sample_steps
+    neuron_steps = sum(layer["neurons"] for layer in stats["layers"]) * stats["batch"] * stats["timesteps"]  # no early stop
     density = stats["total_spikes"] / neuron_steps
     budgets = {"4 x onnxruntime": 4 * best_of(lambda: ort_sess.run(None, feeds), 9)[0]}
     reference = runtime.InferenceSession(snn, engine="reference")
