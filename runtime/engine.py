@@ -308,10 +308,10 @@ def _fusable(plan: Plan, index: int, env: dict, outputs: set) -> tuple[list[Step
 def _matmul_weights(step: Step, args: list):
     """Weight (K, N) and bias (N,) in float64, rounded exactly as the reference Gemm/MatMul rounds them."""
     w = args[1][0]
-    bias = np.zeros(w.shape[-1], np.float64)
+    if step.op == "Gemm" and step.attrs.get("transB", 0):
+        w = w.T
+    bias = np.zeros(w.shape[-1], np.float64)  # sized after transB: a bias-less Gemm's output width
     if step.op == "Gemm":
-        if step.attrs.get("transB", 0):
-            w = w.T
         w = np.float32(step.attrs.get("alpha", 1.0)) * w.astype(np.float32)
         c = args[2][0] if len(args) > 2 and args[2] is not None else None
         if c is not None:

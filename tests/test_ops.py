@@ -260,3 +260,14 @@ def test_a_layer_threshold_leaves_channels_below_its_resolution_silent():
         assert out[0, 0, 0, 0] == 0.0 and out[0, 1, 0, 0] == pytest.approx(1.0)
     out = InferenceSession(converter.convert(model, x, timesteps=16, threshold="max-channel", progress=False).model).run(None, x)[0]
     np.testing.assert_allclose(out[0, :, 0, 0], [0.01, 1.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_without_bias_runs_in_both_engines(trans_b):
+    """A bias-less Gemm (C omitted) with transB: the output width is the weight's row count, not its column count."""
+    b = GraphBuilder(7)
+    x = b.node("Flatten", [b.node("GlobalAveragePool", [b.relu(b.conv("x", 3, 8, pads=[1, 1, 1, 1]))])], axis=1)
+    w = b.rng.standard_normal((10, 8) if trans_b else (8, 10)).astype(np.float32) * 0.3
+    y = b.node("Gemm", [x, b.const(w)], transB=trans_b)
+    snn = check(b.model([("x", ["N", 3, 6, 6])], [y]), {"x": images(16, 3, 6, 6)})
+    assert InferenceSession(snn.model).run(None, {"x": images(4, 3, 6, 6)})[0].shape == (4, 10)
