@@ -51,3 +51,7 @@ def per_channel_clips(model: onnx.ModelProto, thresholds: dict[str, np.ndarray],
         nodes.append(helper.make_node("Min", [hidden, const], list(node.output), name=node.name))
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input} | {o.name for o in model.graph.output}
+    unused = [init for init in model.graph.initializer if init.name not in used]  # the replaced Clips' bounds
+    for init in unused:  # else onnxruntime warns about each one whenever the file is loaded
+        model.graph.initializer.remove(init)

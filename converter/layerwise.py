@@ -253,13 +253,14 @@ class _PoolStep:
 class _NodeRunner:
     """One linear node of the SNN graph as a tiny onnxruntime session (constants become initializers)."""
 
-    def __init__(self, node: onnx.NodeProto, constants: dict[str, np.ndarray], opset: int):
+    def __init__(self, node: onnx.NodeProto, constants: dict[str, np.ndarray], opset: int, dtypes: dict[str, np.dtype]):
+        """dtypes: each non-constant input's element type (float32 activations, int64 shape arithmetic, ...)."""
         if node.domain == DOMAIN:  # SpikeMaxPool on a constant input: the plain max pool
             node = helper.make_node("MaxPool", node.input, node.output, name=node.name, **_attrs(node))
         self.inputs = [name for name in node.input if name and name not in constants]  # as the caller passes them
         unique = list(dict.fromkeys(node.input))  # a node may read one value twice, e.g. Concat(x, x)
         inits = [numpy_helper.from_array(constants[name], name) for name in unique if name in constants]
-        graph = helper.make_graph([node], "node", [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+        graph = helper.make_graph([node], "node", [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(dtypes[n]), None)
                                                    for n in unique if n and n not in constants],
                                   [helper.make_empty_tensor_value_info(o) for o in node.output], inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -337,10 +338,10 @@ def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: d
         else:
             args = [env[name] for name in node.input if name and name not in constants]
             dynamic = any(d for _, d in args)
-            runner = _NodeRunner(node, constants, opset)
+            runner = _NodeRunner(node, constants, opset, {name: env[name][0].dtype for name in node.input if name and name not in constants})
             call = (lambda values, run=runner: run_in_blocks(run, values, batch, True)) if batch else runner
             if dynamic and not _samplewise(node, env, constants):
-                per_step = [call([value[t] if d else value for value, d in args]) for t in range(timesteps)]
+                per_step = [call([np.asarray(value[t]) if d else value for value, d in args]) for t in range(timesteps)]
                 for name, values in zip(node.output, zip(*per_step)):
                     env[name] = (np.stack(values), True)
             elif not dynamic and batch is not None:  # the static part (e.g. the first Conv) of a fixed-batch model
