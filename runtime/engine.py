@@ -22,7 +22,7 @@ from .kernels.dense import matmul_events
 from .kernels.neuron import BLOCK, if_layer_state
 from .kernels.pool import avg_pool2d
 from .errors import InputError, SNNFormatError
-from .plan import Plan, Step
+from .plan import Plan, Step, evaluating
 from .readout import OutputSums, add_block
 from .reference_ops import OPS, _spatial_pads, pool_geometry
 from .spike_pool import spike_max_pool_handler
@@ -436,59 +436,60 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
     for index, step in enumerate(plan.steps):
         if step.name in skip:  # already computed, fused with the Conv before it
             continue
-        t0 = time.perf_counter()
-        timed = step.name
-        args = [env[name] if name else None for name in step.inputs]
-        value = None
-        chain = _fusable(plan, index, env, output_names)
-        if chain is not None:
-            steps, residual = chain
-            pool = steps.pop() if steps[-1].op == "AveragePool" else None
-            neuron = steps[-1]
-            fused = _conv_neuron(step, neuron, args, env[residual][0] if residual else None, cache, timesteps,
-                                 state.membranes.get(neuron.name), pool)
-            if fused is not None:
-                value, counts[neuron.name], state.membranes[neuron.name] = fused.value, fused.counts, fused.membranes
-                if fused.pooled:
-                    steps.append(pool)
-                skip.update(s.name for s in steps[1:])
-                for s in steps[:-1]:
-                    shapes[s.outputs[0]] = fused.spike_shape
-                    for name in s.inputs:
-                        if plan.last_use.get(name) == plan.index[s.name]:
-                            env.pop(name, None)
-                index = plan.index[steps[-1].name]
-                step, timed = steps[-1], neuron.name  # what follows records the last step's output and frees its input
-                if fused.density is not None:
-                    cache.densities[step.outputs[0]] = fused.density
-        if value is not None:
-            results = [value]
-        elif step.neuron is not None:
-            value, counts[step.name], state.membranes[step.name] = _neuron(step, args[0], timesteps, state.membranes.get(step.name))
-            cache.densities[step.outputs[0]] = spike_density(counts[step.name], value[0].size, step.neuron.v_th)
-            results = [value]
-        elif all(name in state.static for name in step.outputs):
-            results = [(state.static[name], False) for name in step.outputs]
-        elif not any(a is not None and a[1] for a in args):
-            handler = STATIC.get(step.op) if args[0] is not None and args[0][0].dtype == np.float32 else None
-            value = handler(step, args, cache, timesteps) if handler else None
-            results = [value] if value is not None else \
-                [(r, False) for r in OPS[step.op]([a[0] if a is not None else None for a in args], step.attrs)]
-            if not fresh:
-                state.static.update((name, v[0]) for name, v in zip(step.outputs, results))
-        else:
-            handler = DYNAMIC.get(step.op)
-            value = handler(step, args, cache, timesteps) if handler else None
-            results = [value] if value is not None else _per_step(step, args, timesteps)
-        for name, value in zip(step.outputs, results):
-            env[name] = value
-            shapes[name] = value[0].shape[1:] if value[1] else np.shape(value[0])
-        if step.op in SAME_ELEMENTS and step.inputs[0] in cache.densities and results[0][1]:
-            cache.densities[step.outputs[0]] = cache.densities[step.inputs[0]]
-        for name in step.inputs:  # free what no later step reads: bounded peak memory, recycled buffers
-            if plan.last_use.get(name) == index:
-                env.pop(name, None)
-        times[timed] = time.perf_counter() - t0
+        with evaluating(step):
+            t0 = time.perf_counter()
+            timed = step.name
+            args = [env[name] if name else None for name in step.inputs]
+            value = None
+            chain = _fusable(plan, index, env, output_names)
+            if chain is not None:
+                steps, residual = chain
+                pool = steps.pop() if steps[-1].op == "AveragePool" else None
+                neuron = steps[-1]
+                fused = _conv_neuron(step, neuron, args, env[residual][0] if residual else None, cache, timesteps,
+                                     state.membranes.get(neuron.name), pool)
+                if fused is not None:
+                    value, counts[neuron.name], state.membranes[neuron.name] = fused.value, fused.counts, fused.membranes
+                    if fused.pooled:
+                        steps.append(pool)
+                    skip.update(s.name for s in steps[1:])
+                    for s in steps[:-1]:
+                        shapes[s.outputs[0]] = fused.spike_shape
+                        for name in s.inputs:
+                            if plan.last_use.get(name) == plan.index[s.name]:
+                                env.pop(name, None)
+                    index = plan.index[steps[-1].name]
+                    step, timed = steps[-1], neuron.name  # what follows records the last step's output and frees its input
+                    if fused.density is not None:
+                        cache.densities[step.outputs[0]] = fused.density
+            if value is not None:
+                results = [value]
+            elif step.neuron is not None:
+                value, counts[step.name], state.membranes[step.name] = _neuron(step, args[0], timesteps, state.membranes.get(step.name))
+                cache.densities[step.outputs[0]] = spike_density(counts[step.name], value[0].size, step.neuron.v_th)
+                results = [value]
+            elif all(name in state.static for name in step.outputs):
+                results = [(state.static[name], False) for name in step.outputs]
+            elif not any(a is not None and a[1] for a in args):
+                handler = STATIC.get(step.op) if args[0] is not None and args[0][0].dtype == np.float32 else None
+                value = handler(step, args, cache, timesteps) if handler else None
+                results = [value] if value is not None else \
+                    [(r, False) for r in OPS[step.op]([a[0] if a is not None else None for a in args], step.attrs)]
+                if not fresh:
+                    state.static.update((name, v[0]) for name, v in zip(step.outputs, results))
+            else:
+                handler = DYNAMIC.get(step.op)
+                value = handler(step, args, cache, timesteps) if handler else None
+                results = [value] if value is not None else _per_step(step, args, timesteps)
+            for name, value in zip(step.outputs, results):
+                env[name] = value
+                shapes[name] = value[0].shape[1:] if value[1] else np.shape(value[0])
+            if step.op in SAME_ELEMENTS and step.inputs[0] in cache.densities and results[0][1]:
+                cache.densities[step.outputs[0]] = cache.densities[step.inputs[0]]
+            for name in step.inputs:  # free what no later step reads: bounded peak memory, recycled buffers
+                if plan.last_use.get(name) == index:
+                    env.pop(name, None)
+            times[timed] = time.perf_counter() - t0
     sums, outputs, traced = [], [], []
     for i, o in enumerate(plan.outputs):
         arr, dyn = env[o.name]

@@ -4,13 +4,14 @@ Engines then run a short loop over ``Plan.steps``; nothing in the plan changes w
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import SNNFormatError
+from .errors import Onnx2SnnError, SNNFormatError
 from .format import DOMAIN, MAXPOOL_OP, NEURON_OP, NeuronParams, neuron_params, readout_start_of, timesteps_of
 from .reference_ops import OPS
 
@@ -52,6 +53,22 @@ class Plan:
     @property
     def neurons(self) -> list[Step]:
         return [s for s in self.steps if s.neuron is not None]
+
+
+class StepError(ValueError):
+    """A step whose op failed on the values it was given; the message names the node."""
+
+
+@contextmanager
+def evaluating(step: Step):
+    """Name the node in a ValueError/IndexError its evaluation raises (a graph that passed validation but
+    contradicts itself); the session turns it into an SNNFormatError, the converter's dry run into a refusal."""
+    try:
+        yield
+    except (Onnx2SnnError, StepError):
+        raise
+    except (ValueError, IndexError) as exc:
+        raise StepError(f"node '{step.name}' ({step.op}): {exc}") from exc
 
 
 def _attrs(node: onnx.NodeProto) -> dict:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from .format import MAXPOOL_OP, NeuronParams
-from .plan import Plan
+from .plan import Plan, evaluating
 from .readout import OutputSums, add_block, readout
 from .reference_ops import OPS, spike_max_pool_step
 from .stats import RunResult, layer_stats
@@ -54,24 +54,25 @@ def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trac
         env = dict(plan.constants)
         env.update(feeds)
         for step in plan.steps:
-            args = [env[name] if name else None for name in step.inputs]
-            if step.neuron is not None:
-                v = membrane.get(step.name)
-                if v is None:
-                    v = initial_membrane(args[0], step.neuron)
-                spikes, membrane[step.name] = if_step(args[0], v, step.neuron)
-                spike_counts[step.name][t] = int(np.count_nonzero(spikes))
-                results = [spikes]
-            elif step.op == MAXPOOL_OP:  # stateful: running totals of its inputs, like a membrane
-                totals = membrane.get(step.name)
-                if totals is None:
-                    totals = np.zeros(args[0].shape, np.float64)
-                pooled, membrane[step.name] = spike_max_pool_step(args[0], totals, step.attrs)
-                results = [pooled]
-            else:
-                results = OPS[step.op](args, step.attrs)
-            for name, value in zip(step.outputs, results):
-                env[name] = value
+            with evaluating(step):
+                args = [env[name] if name else None for name in step.inputs]
+                if step.neuron is not None:
+                    v = membrane.get(step.name)
+                    if v is None:
+                        v = initial_membrane(args[0], step.neuron)
+                    spikes, membrane[step.name] = if_step(args[0], v, step.neuron)
+                    spike_counts[step.name][t] = int(np.count_nonzero(spikes))
+                    results = [spikes]
+                elif step.op == MAXPOOL_OP:  # stateful: running totals of its inputs, like a membrane
+                    totals = membrane.get(step.name)
+                    if totals is None:
+                        totals = np.zeros(args[0].shape, np.float64)
+                    pooled, membrane[step.name] = spike_max_pool_step(args[0], totals, step.attrs)
+                    results = [pooled]
+                else:
+                    results = OPS[step.op](args, step.attrs)
+                for name, value in zip(step.outputs, results):
+                    env[name] = value
         for name in sums:
             sums[name], now, _ = add_block(np.asarray(env[name])[None], sums[name], plan.readout_start, False)
             if trace:

@@ -128,7 +128,7 @@ class InferenceSession:
         """Samples per chunk: no layer's (T, chunk, ...) activations exceed ``chunk_bytes`` (the reference engine
         never chunks). Distributed runs cut batches on these same boundaries, so they give the same bits."""
         batch = next(iter(feeds.values())).shape[0] if feeds else 1
-        if self.engine == "reference":
+        if self.engine == "reference" or self._fixed_batch():  # a fixed batch (Reshapes may name it) is never cut
             return batch
         per_sample = sum(_prod(v.shape[1:]) for v in feeds.values()) or 1
         widest = max(per_sample, self._widest_layer(feeds))
@@ -162,11 +162,16 @@ class InferenceSession:
                 break
         return _join_blocks(parts, trace, steps)
 
+    def _fixed_batch(self) -> bool:
+        """Whether the model was exported for one batch size (its first input's first dim is a number)."""
+        shape = self._plan.inputs[0].shape if self._plan.inputs else ()
+        return bool(shape) and isinstance(shape[0], int) and shape[0] > 0
+
     def _widest_layer(self, feeds) -> int:
         """Largest per-sample activation, from one reference step on a single sample (cached per input shape)."""
         key = tuple((k, v.shape[1:]) for k, v in sorted(feeds.items()))
         if getattr(self, "_widest_key", None) != key:
-            probe = run_reference(self._plan, {k: v[:1] for k, v in feeds.items()}, 1)
+            probe = run_reference(self._plan, feeds if self._fixed_batch() else {k: v[:1] for k, v in feeds.items()}, 1)
             self._widest = max([1] + [layer["neurons"] for layer in probe.stats["layers"]])
             self._widest_key = key
         return self._widest
