@@ -19,6 +19,7 @@ from runtime.plan import TensorInfo, _info
 
 from .calibrate import ActivationStats, activations, calibrate
 from .channels import compact, per_channel_clips, set_neuron_params
+from .dry_run import dry_run
 from .errors import InputError
 from .load import Source, load_model
 from .passes import PASSES
@@ -151,6 +152,7 @@ class ConvertedSNN:
         self.ann_model = build_ann(ctx, {n: float(np.max(v)) for n, v in self.thresholds.items()}, self._source.opset)
         per_channel_clips(self.ann_model, {n: v for n, v in self.thresholds.items() if isinstance(v, np.ndarray)},
                           {n: stats[n].ndim for n in names})
+        dry_run(self.model, self.ann_model, self._samples)
 
     def _candidates(self, method) -> list[Candidate]:
         """What optimal's final selection tries: every combination of the knobs the user left unset (bias correction

@@ -271,3 +271,81 @@ def test_gemm_without_bias_runs_in_both_engines(trans_b):
     y = b.node("Gemm", [x, b.const(w)], transB=trans_b)
     snn = check(b.model([("x", ["N", 3, 6, 6])], [y]), {"x": images(16, 3, 6, 6)})
     assert InferenceSession(snn.model).run(None, {"x": images(4, 3, 6, 6)})[0].shape == (4, 10)
+
+
+def dynamo_flatten_model():
+    """Sub/Div input normalisation, a residual Add, and ``x.view(x.size(0), -1)`` as torch.onnx writes it:
+    Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])) on a symbolic batch size."""
+    b = GraphBuilder(11, opset=13)
+    x = b.node("Div", [b.node("Sub", ["x", b.const(np.array(0.5, np.float32))]), b.const(np.array(0.25, np.float32))])
+    r1 = b.relu(b.conv(x, 3, 4, pads=[1, 1, 1, 1]))
+    r2 = b.relu(b.node("Add", [b.conv(r1, 4, 4, pads=[1, 1, 1, 1]), r1]))
+    batch = b.node("Gather", [b.node("Shape", [r2]), b.const(np.array(0, np.int64))], axis=0)
+    shape = b.node("Concat", [b.node("Unsqueeze", [batch, b.const(np.array([0], np.int64))]), b.const(np.array([-1], np.int64))], axis=0)
+    y = b.gemm(b.node("Reshape", [r2, shape]), 4 * 6 * 6, 5)
+    return b.model([("x", ["N", 3, 6, 6])], [y])
+
+
+@pytest.mark.parametrize("threshold", ["max", "optimal"])
+def test_shape_arithmetic_on_the_batch_size_folds_into_a_reshape_target(threshold):
+    """The batch-size subgraph becomes the Reshape target [0, -1] (the same for every batch size); the SNN has
+    no integer tensors left, runs at any batch size, and the calibration of 'optimal' never sees int64 values."""
+    feeds = {"x": images(16, 3, 6, 6)}
+    snn = check(dynamo_flatten_model(), feeds) if threshold == "max" else \
+        converter.convert(dynamo_flatten_model(), feeds, timesteps=4, threshold=threshold, progress=False)
+    ops = [n.op_type for n in snn.model.graph.node]
+    assert "Shape" not in ops and "Gather" not in ops and "Concat" not in ops
+    reshape = next(n for n in snn.model.graph.node if n.op_type == "Reshape")
+    target = next(i for i in snn.model.graph.initializer if i.name == reshape.input[1])
+    assert onnx.numpy_helper.to_array(target).tolist() == [0, -1]
+    assert all("folded: shape arithmetic" in e.action for e in snn.report.nodes if e.op in ("Shape", "Gather", "Unsqueeze", "Concat"))
+    for n in (1, 5):
+        assert InferenceSession(snn.model).run(None, {"x": images(n, 3, 6, 6)})[0].shape == (n, 5)
+
+
+def test_shape_arithmetic_that_varies_otherwise_is_left_to_the_runtime():
+    """A Reshape target that depends on the batch size in two places ([N, 2, -1] from Shape, then N*2 in the
+    middle by a Mul) cannot become a constant: it stays, and both engines evaluate it at every step."""
+    b = GraphBuilder(12)
+    r = b.relu(b.conv("x", 2, 4, pads=[1, 1, 1, 1]))
+    n = b.node("Unsqueeze", [b.node("Gather", [b.node("Shape", [r]), b.const(np.array(0, np.int64))], axis=0), b.const(np.array([0], np.int64))])
+    shape = b.node("Concat", [b.node("Mul", [n, b.const(np.array([2], np.int64))]), b.const(np.array([-1], np.int64))], axis=0)
+    halves = b.node("Reshape", [r, shape])   # (2N, 4*5*5/2): each sample split in two rows
+    y = b.node("Reshape", [b.gemm(halves, 50, 3), b.const(np.array([-1, 6], np.int64))])
+    snn = check(b.model([("x", ["N", 2, 5, 5])], [y]), {"x": images(16, 2, 5, 5)})
+    assert "Shape" in [n.op_type for n in snn.model.graph.node]
+
+
+def test_per_channel_ann_keeps_no_unused_initializers(capfd):
+    """The threshold-ReLU ANN with per-channel clips drops the replaced Clips' bounds: onnxruntime loads it
+    without its 'Removing initializer' warnings."""
+    snn = converter.convert(dynamo_flatten_model(), images(32, 3, 6, 6), timesteps=4, threshold="optimal", progress=False)
+    used = {name for node in snn.ann_model.graph.node for name in node.input}
+    assert {i.name for i in snn.ann_model.graph.initializer} <= used
+    options = ort.SessionOptions()
+    options.log_severity_level = 2  # warnings on: none may come
+    ort.InferenceSession(snn.ann_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert "[W:onnxruntime" not in capfd.readouterr().err
+
+
+def test_conversion_refuses_an_snn_the_runtime_cannot_run(monkeypatch):
+    """The dry run at the end of convert: if the runtime cannot evaluate the SNN (here its Gemm handler is made
+    to fail as the bias-less Gemm did), convert raises a ConversionError naming the node; nothing is returned."""
+    import runtime.engine as engine
+
+    def broken(step, args, cache, timesteps):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setitem(engine.STATIC, "Gemm", broken)
+    monkeypatch.setitem(engine.DYNAMIC, "Gemm", broken)
+    with pytest.raises(converter.ConversionError, match=r"does not run in the runtime.*node 'Gemm_\d+' \(Gemm\): operands could not"):
+        converter.convert(dynamo_flatten_model(), images(8, 3, 6, 6), timesteps=4, threshold="max", progress=False)
+
+
+def test_a_fixed_batch_model_runs_at_its_batch_size():
+    """A model exported for batch 3 (its Reshapes name the 3) is never cut into smaller chunks, nor probed on
+    one sample."""
+    x = images(3, 3, 32, 32)
+    snn = converter.convert(shufflenet_model(batch=3), x, timesteps=4, threshold="max", progress=False)
+    fast, ref = (InferenceSession(snn.model, engine=e, chunk_bytes=1).run(None, {"x": x})[0] for e in ("auto", "reference"))
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-5)
