@@ -15,8 +15,9 @@ from .convert import ConvertedSNN
 from .progress import progress
 
 
-def ort_predict(model, feeds: dict[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
-    """Arg-max of the first output of an ONNX model in onnxruntime (path or ModelProto)."""
+def ort_predict(model, feeds: dict[str, np.ndarray], batch_size: int = 256, output: str | None = None) -> np.ndarray:
+    """Arg-max of an output (the first, or the one named) of an ONNX model in onnxruntime (path or ModelProto);
+    a ZipMap output's list of {class: score} maps counts as its (N, classes) scores."""
     if isinstance(model, onnx.ModelProto):
         session = ort_session(model)
     else:
@@ -24,8 +25,16 @@ def ort_predict(model, feeds: dict[str, np.ndarray], batch_size: int = 256) -> n
         options.log_severity_level = 4  # failures surface as our own one-line errors
         session = ort.InferenceSession(os.fspath(model) if isinstance(model, os.PathLike) else model, options, providers=["CPUExecutionProvider"])
     n = len(next(iter(feeds.values())))
-    preds = [session.run(None, {k: v[i:i + batch_size] for k, v in feeds.items()})[0].argmax(axis=1) for i in range(0, n, batch_size)]
+    names = [output] if output else [session.get_outputs()[0].name]
+    preds = [as_scores(session.run(names, {k: v[i:i + batch_size] for k, v in feeds.items()})[0]).argmax(axis=1) for i in range(0, n, batch_size)]
     return np.concatenate(preds)
+
+
+def as_scores(value) -> np.ndarray:
+    """An output as an array."""
+    if isinstance(value, list):  # ZipMap: one {class: score} map per sample
+        return np.array([[row[k] for k in sorted(row)] for row in value])
+    return np.asarray(value)
 
 
 def evaluate(snn: ConvertedSNN, source_model, feeds: dict[str, np.ndarray], y: np.ndarray, timesteps: list[int],
@@ -34,7 +43,7 @@ def evaluate(snn: ConvertedSNN, source_model, feeds: dict[str, np.ndarray], y: n
 
     ``session_factory(model, threads=...)`` makes the SNN session: ``runtime.distributed.RayCluster.session``
     runs it on a Ray cluster instead, with the same outputs."""
-    ann_acc = float(np.mean(ort_predict(source_model, feeds) == y))
+    ann_acc = float(np.mean(ort_predict(source_model, feeds, output=snn.model.graph.output[0].name) == y))
     rows = []
     for steps in progress(timesteps, desc="evaluating", unit="T", enabled=show_progress):
         converted = snn.with_settings(timesteps=steps)

@@ -27,6 +27,8 @@ KEEP, FOLD, REWRITE, APPROXIMATE, DROP, REFUSE = "keep", "fold", "rewrite", "app
 _LINEAR = "linear: applied to the spikes at every step"
 _SHAPE = "moves values only: applied at every step"
 _NO_RATE = "has no rate-coded equivalent: an average of spikes cannot pass through it"
+_BATCH_ARITHMETIC = ("shape arithmetic on a symbolic batch size: folded where it is the same for every batch size (a Reshape "
+                     "target gets 0 or -1), else evaluated at run time")
 
 POLICIES: dict[str, OpPolicy] = {
     "Conv": OpPolicy(KEEP, _LINEAR),
@@ -47,14 +49,17 @@ POLICIES: dict[str, OpPolicy] = {
     "Unsqueeze": OpPolicy(KEEP, _SHAPE),
     "Concat": OpPolicy(KEEP, _SHAPE),
     "Pad": OpPolicy(KEEP, _SHAPE + " (constant mode)"),
-    "Shape": OpPolicy(KEEP, "shape arithmetic on a dynamic batch, evaluated at run time"),
-    "Gather": OpPolicy(KEEP, "shape arithmetic on a dynamic batch, evaluated at run time"),
+    "Shape": OpPolicy(KEEP, _BATCH_ARITHMETIC),
+    "Gather": OpPolicy(KEEP, _BATCH_ARITHMETIC),
     "Constant": OpPolicy(FOLD, "becomes an initializer"),
     "Identity": OpPolicy(FOLD, "does nothing: removed"),
     "Dropout": OpPolicy(FOLD, "does nothing at inference: removed"),
     "BatchNormalization": OpPolicy(FOLD, "folded into the preceding Conv/Gemm, else kept as a per-channel Mul+Add"),
     "Relu": OpPolicy(REWRITE, "threshold ReLU in the ANN, IF neuron in the SNN"),
     "Clip": OpPolicy(REWRITE, "Clip(0, c) (e.g. ReLU6): threshold ReLU with V_th <= c, IF neuron in the SNN"),
+    "ArgMax": OpPolicy(DROP, "a label output (arg-max of the scores, e.g. skl2onnx's): dropped with the nodes that map it to class labels"),
+    "ArrayFeatureExtractor": OpPolicy(DROP, "ai.onnx.ml: maps a label output's arg-max to class labels: dropped with it"),
+    "ZipMap": OpPolicy(DROP, "ai.onnx.ml: at an output, turns scores into {class: score} maps: dropped, the output holds the scores"),
     "Softmax": OpPolicy(DROP, "monotonic at a graph output: dropped, the rate readout gives logits"),
     "LogSoftmax": OpPolicy(DROP, "monotonic at a graph output: dropped, the rate readout gives logits"),
     "Sigmoid": OpPolicy(REFUSE, _NO_RATE),

@@ -18,7 +18,7 @@ def sweep(snn: ConvertedSNN, source_model, feeds: dict[str, np.ndarray], y: np.n
           methods: list[str], cluster=None, threads: int | None = None, show_progress: bool | None = None) -> dict:
     """One ``evaluate``-format result per threshold method; ``cluster`` is a ``runtime.distributed.RayCluster``
     (None: run locally). A row's ``seconds`` is the SNN engine's time summed over the workers."""
-    ann_acc = float(np.mean(ort_predict(source_model, feeds) == y))
+    ann_acc = float(np.mean(ort_predict(source_model, feeds, output=snn.model.graph.output[0].name) == y))
     cells = [(m, t) for m in methods for t in timesteps]
     converted = [snn.with_settings(threshold=m, timesteps=t) for m, t in progress(cells, desc="emitting", unit="SNN", enabled=show_progress)]
     if cluster is None:

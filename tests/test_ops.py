@@ -349,3 +349,21 @@ def test_a_fixed_batch_model_runs_at_its_batch_size():
     snn = converter.convert(shufflenet_model(batch=3), x, timesteps=4, threshold="max", progress=False)
     fast, ref = (InferenceSession(snn.model, engine=e, chunk_bytes=1).run(None, {"x": x})[0] for e in ("auto", "reference"))
     np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-5)
+
+
+def test_shape_arithmetic_over_symbolic_spatial_dims_runs():
+    """Reshape(x, [N, C, H*W]) with H and W symbolic: a Mul of two integer dims is shape arithmetic, not a
+    product of activations; it is not a constant for every size, so it stays and the runtime evaluates it."""
+    b = GraphBuilder(13, opset=13)
+    r = b.relu(b.conv("x", 2, 4, pads=[1, 1, 1, 1]))
+    shape = b.node("Shape", [r])
+    dim = lambda i: b.node("Unsqueeze", [b.node("Gather", [shape, b.const(np.array(i, np.int64))], axis=0), b.const(np.array([0], np.int64))])
+    target = b.node("Concat", [dim(0), dim(1), b.node("Mul", [dim(2), dim(3)])], axis=0)
+    y = b.node("ReduceMean", [b.node("Reshape", [r, target])], axes=[2], keepdims=0)
+    graph = h.make_graph(b.nodes, "spatial", [h.make_tensor_value_info("x", TP.FLOAT, ["N", 2, "H", "W"])],
+                         [h.make_tensor_value_info(y, TP.FLOAT, ["N", 4])], b.inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    model.ir_version = 8
+    snn = check(model, {"x": images(8, 2, 5, 5)})
+    assert "Mul" in [n.op_type for n in snn.model.graph.node]
+    assert InferenceSession(snn.model).run(None, {"x": images(2, 2, 7, 3)})[0].shape == (2, 4)

@@ -3,6 +3,8 @@
 Before: no-ops removed, constants and BatchNorm folded, output Softmax dropped. After: every node's op has a
 policy that lets it pass, and every Mul/Div/MatMul is linear in its data input (other operand constant).
 """
+import numpy as np
+
 from ..errors import UnsupportedOpError
 from ..policy import DROP, REFUSE, policy_of, refuse
 from .context import Context, constant_value
@@ -12,7 +14,10 @@ SPATIAL = ("Conv", "ConvTranspose", "AveragePool", "MaxPool")
 
 
 def _is_data(tensor, graph) -> bool:
-    return constant_value(tensor) is None
+    """An activation: neither a constant nor integer shape arithmetic (Mul of two dims is not an activation)."""
+    dtype = getattr(tensor, "dtype", None)
+    integer = dtype is not None and np.issubdtype(np.dtype(dtype), np.integer)
+    return constant_value(tensor) is None and not integer
 
 
 def run(ctx: Context) -> None:
