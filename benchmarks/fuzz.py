@@ -5,12 +5,14 @@
    plan compilation).
 2. Field-level: edit parsed models (op types, attributes, inputs, shapes, initializer dims, neuron
    parameters, metadata) so they still decode, then convert the ANNs end to end and run the SNNs.
-3. Graph-level: random Conv/Gemm/pool/residual/Concat graphs (tests/graph_gen.py) through the whole
-   converter and both engines.
+3. Graph-level: random graphs in the idioms of real exporters (torch legacy and dynamo, tf2onnx, skl2onnx;
+   tests/graph_gen.py) against the converter's invariant (tests/invariant.py): converted, the SNN runs on
+   inputs of the declared shape, matches the NumPy reference and approaches the threshold-ReLU ANN as T grows;
+   or refused, naming the node that has no rate-coded equivalent.
 Anything else (an exception that is not an Onnx2SnnError) is a finding: the script prints its seed, so
 `--replay-bytes SEED` or `--replay-graph SEED` reproduces it; fixed findings become regression tests.
 
-    python benchmarks/fuzz.py --files 10000 --fields 2000 --graphs 1000 --json fuzz.json
+    python benchmarks/fuzz.py --files 10000 --fields 3000 --graphs 5000 --seed 1000 --json fuzz.json
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import converter  # noqa: E402
 from converter.load import load_model  # noqa: E402
-from graph_gen import random_graph  # noqa: E402
+import invariant  # noqa: E402
+from converter.progress import progress  # noqa: E402
+from graph_gen import generate  # noqa: E402
 from runtime import InferenceSession, Onnx2SnnError  # noqa: E402
 from runtime.format import load_snn  # noqa: E402
 from runtime.plan import compile_plan  # noqa: E402
@@ -169,23 +173,18 @@ def fuzz_fields(n: int, seed: int, replay: int | None = None) -> tuple[collectio
 
 
 def fuzz_graphs(n: int, seed: int, replay: int | None = None) -> tuple[collections.Counter, list]:
+    """Generated graphs in exporters' idioms (tests/graph_gen.py) against the converter's invariant
+    (tests/invariant.py); every fourth is also converted with 'optimal'. Outcomes are counted per family."""
     outcomes, findings = collections.Counter(), []
-    for case in ([replay] if replay is not None else range(seed, seed + n)):
+    for case in ([replay] if replay is not None else progress(range(seed, seed + n), desc="graphs", unit="graph")):
+        family = "?"
         try:
-            model, feeds = random_graph(case)
-            steps = int(np.random.default_rng(case).choice([1, 4, 16]))
-            snn = converter.convert(model, feeds, timesteps=steps, progress=False)
-            small = {"x": feeds["x"][:2]}
-            fast = InferenceSession(snn.model).run(None, small)[0]
-            ref = InferenceSession(snn.model, engine="reference").run(None, small)[0]
-            if not np.allclose(fast, ref, rtol=0, atol=1e-5):
-                raise AssertionError(f"engines disagree by {np.abs(fast - ref).max():.3g}")
-            outcomes["converted, engines agree"] += 1
-        except Onnx2SnnError:
-            outcomes["refused cleanly"] += 1
-        except Exception as exc:  # a finding
-            outcomes["UNHANDLED"] += 1
-            findings.append({"kind": "graph", "seed": case, "error": f"{type(exc).__name__}: {exc}"[:300],
+            graph = generate(case)
+            family = graph.family
+            outcomes[f"{family}: {invariant.check(graph, case, optimal=case % 4 == 0)}"] += 1
+        except Exception as exc:  # a finding: a violated invariant or an unhandled error
+            outcomes[f"{family}: VIOLATION"] += 1
+            findings.append({"kind": "graph", "seed": case, "family": family, "error": f"{type(exc).__name__}: {exc}"[:300],
                              "trace": traceback.format_exc(limit=3)})
     return outcomes, findings
 
@@ -194,7 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=10000, help="mutated files (each read as ANN and as SNN)")
     parser.add_argument("--fields", type=int, default=2000, help="field-edited models converted or run end to end")
-    parser.add_argument("--graphs", type=int, default=1000, help="random graphs through the converter and engines")
+    parser.add_argument("--graphs", type=int, default=5000, help="generated exporter-style graphs checked against the invariant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replay-bytes", type=int, help="rerun one byte-level case by its seed")
     parser.add_argument("--replay-fields", type=int, help="rerun one field-level case by its seed")
