@@ -12,11 +12,13 @@ import converter
 from converter.evaluate import as_scores
 from runtime import InferenceSession, Onnx2SnnError
 
-SHORT_T, LONG_T = 16, 256
+SHORT_T, LONG_T, LONGER_T = 16, 256, 4096
 # "Approaches the ANN": the SNN's error against the threshold-ReLU ANN (mean |difference| / mean |ANN output|,
 # worst output) at LONG_T is at most LONG_T_ERROR, and at most SHRINK x the error at SHORT_T unless it is below
-# CONVERGED. Chosen on seeds 0-199 of tests/graph_gen.py (there: error at LONG_T at most 0.04, ratio at most
-# 0.25, and at most 0.13 where the error exceeds 0.02); benchmarks/fuzz.py checks them on other seeds.
+# CONVERGED; where it is not, the same must hold from LONG_T to LONGER_T (a graph whose outputs are small
+# against its thresholds converges as 1/T from a large error). Chosen on seeds 0-199 of tests/graph_gen.py
+# (there: error at LONG_T at most 0.04, ratio at most 0.25, and at most 0.13 where the error exceeds 0.02); the
+# step to LONGER_T after 5 of 5,000 fuzz graphs (seeds 1000-5999) converged more slowly (docs/reliability.md).
 LONG_T_ERROR, SHRINK, CONVERGED = 0.15, 0.3, 0.02
 ENGINE_ATOL = 1e-5
 
@@ -63,6 +65,10 @@ def check_source_equivalence(case: Case, snn) -> None:
         np.testing.assert_array_equal(source[name].reshape(-1), scores.argmax(-1).reshape(-1))
 
 
+def _approaches(before: float, after: float) -> bool:
+    return after <= min(LONG_T_ERROR, max(CONVERGED, SHRINK * before))
+
+
 def check(case: Case, seed: int, optimal: bool = False) -> str:
     """Check the invariant on ``case``; return the outcome ("converted" or "refused"), raise AssertionError on
     a violation. ``optimal``: also convert with the default threshold method and run that SNN."""
@@ -79,7 +85,7 @@ def check(case: Case, seed: int, optimal: bool = False) -> str:
     ann_names = [o.name for o in snn.ann_model.graph.output]
     ann = _ort(snn.ann_model, feeds, ann_names)
     errors = {}
-    for steps in (SHORT_T, LONG_T):
+    for steps in (SHORT_T, LONG_T, LONGER_T):
         emitted = snn if steps == SHORT_T else snn.with_settings(timesteps=steps)
         written = InferenceSession(emitted.model.SerializeToString())   # the file as `onnx2snn run` reads it
         got = written.run(None, feeds, timesteps=steps)
@@ -92,8 +98,10 @@ def check(case: Case, seed: int, optimal: bool = False) -> str:
             ref = InferenceSession(emitted.model, engine="reference").run(None, feeds, timesteps=steps)
             for g, r in zip(got, ref):
                 np.testing.assert_allclose(g, r, rtol=0, atol=ENGINE_ATOL, err_msg="Numba engine != NumPy reference")
-    assert errors[LONG_T] <= min(LONG_T_ERROR, max(CONVERGED, SHRINK * errors[SHORT_T])), \
-        f"SNN does not approach the ANN: relative error {errors[SHORT_T]:.3g} at T={SHORT_T}, {errors[LONG_T]:.3g} at T={LONG_T}"
+        elif _approaches(errors[SHORT_T if steps == LONG_T else LONG_T], errors[steps]):
+            break
+    else:
+        raise AssertionError("SNN does not approach the ANN: relative error " + ", ".join(f"{e:.3g} at T={t}" for t, e in errors.items()))
     if optimal:
         tuned = converter.convert(case.model, case.feeds, timesteps=4, progress=False)
         got = InferenceSession(tuned.model.SerializeToString()).run(None, feeds)

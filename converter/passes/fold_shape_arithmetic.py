@@ -21,11 +21,11 @@ from onnx.reference import ReferenceEvaluator
 
 from .context import Context, finish
 
-# Integer ops whose value is a polynomial/rational function of the dims they read: two different N agreeing
-# means no dependence on N. (Min, Max, Where, Equal, ... could agree by accident: left alone.)
+# Integer ops whose value is a polynomial/rational function of the dims they read: three values of N giving the
+# same result means no dependence on N. (Min, Max, Where, Equal, ... could agree by accident: left alone.)
 SHAPE_OPS = frozenset({"Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Mul", "Div", "Add", "Sub",
                        "ReduceProd", "Identity", "Reshape", "Flatten"})
-SYMBOL_VALUES = ((5, 7, 11), (13, 17, 19), (23, 29, 31))   # per evaluation, one value per symbol (in order)
+SYMBOL_VALUES = ((5, 7, 11), (13, 17, 19), (23, 29, 31))   # one row per evaluation: the values of up to 3 symbols
 FOLDED = "folded: shape arithmetic on the symbolic batch size, the same for every batch size"
 
 
