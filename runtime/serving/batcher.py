@@ -2,9 +2,12 @@
 its own rows back.
 
 One worker thread per model takes the oldest waiting job, adds the waiting jobs that can share its run (same T,
-no early stop, no spike counts asked for) in arrival order until ``max_batch`` samples, waits at most
-``max_delay_s`` after the oldest job arrived for more, then runs the batch. Under load the queue is never empty
-when a run ends, so batches fill without waiting; a lone request waits at most ``max_delay_s``.
+no early stop, no spike counts asked for) in arrival order until ``max_batch`` samples, and runs the batch once it
+is full or ``max_delay_s`` after the later of the oldest job's arrival and the end of the previous run (as
+Triton's dynamic batcher waits for a fuller batch). The wait after a run matters under load: the callers answered
+by that run send their next requests within a millisecond or two, and waiting for them merges them with the
+callers that queued during the run; without it N clients settle into two cohorts that alternate in batches of N/2.
+A lone request waits ``max_delay_s`` (0: never).
 
 Why the exceptions: without early stop a sample's outputs do not depend on the other samples of its batch (the
 engine adds each output in a fixed order; see docs/runtime.md), so batched rows equal a run of the request alone.
@@ -64,6 +67,7 @@ class DynamicBatcher:
         self._queue: collections.deque[Job] = collections.deque()
         self._wake = threading.Condition()
         self._closed = False
+        self._free_since = 0.0         # when the previous run ended
         self._thread = threading.Thread(target=self._loop, name=f"onnx2snn-batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -100,6 +104,7 @@ class DynamicBatcher:
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(exc)
+            self._free_since = time.perf_counter()
 
     def _next_batch(self) -> list[Job] | None:
         with self._wake:
@@ -109,7 +114,7 @@ class DynamicBatcher:
                 self._wake.wait()
             first = self._queue.popleft()
             batch, samples = [first], first.samples
-            deadline = first.queued_at + self.max_delay_s
+            deadline = max(first.queued_at, self._free_since) + self.max_delay_s
             while not first.alone and not first.early_stop and samples < self.max_batch:
                 for job in list(self._queue):
                     if job.shares_with(first) and samples + job.samples <= self.max_batch:
