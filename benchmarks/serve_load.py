@@ -10,7 +10,7 @@ Prints throughput, the ratio to the baseline, p50/p99 latency, failures, mismatc
 size (from its /metrics). Usage:
 
     python benchmarks/serve_load.py [--clients 16] [--seconds 60] [--images-per-request 1]
-                                    [--max-batch 64] [--max-delay-ms 5] [--threads N] [--json OUT.json]
+                                    [--max-batch 64] [--max-delay-ms 5] [--threads N] [--snn FILE] [--json OUT.json]
 
 Needs onnx2snn[serve] and tritonclient[http]. Traffic goes to 127.0.0.1 only; the run is bounded by --seconds.
 """
@@ -47,14 +47,15 @@ def convert(folder: Path) -> Path:
     return path
 
 
-def baseline(session, x: np.ndarray, seconds: float) -> float:
-    """Images per second of a direct session on batches of 256 (whole batches, at least 4 of them)."""
+def baseline(session, x: np.ndarray, seconds: float) -> tuple[float, float]:
+    """Images per second of a direct session on batches of 256 (whole batches, at least 4 of them), and per
+    CPU-second this process used meanwhile."""
     batches = [x[i:i + BASELINE_BATCH] for i in range(0, len(x) - BASELINE_BATCH + 1, BASELINE_BATCH)]
-    done, start = 0, time.perf_counter()
+    done, start, cpu = 0, time.perf_counter(), cpu_seconds(os.getpid())
     while done < 4 * BASELINE_BATCH or time.perf_counter() - start < seconds:
         session.run(None, {"image": batches[(done // BASELINE_BATCH) % len(batches)]}, timesteps=TIMESTEPS)
         done += BASELINE_BATCH
-    return done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start), done / (cpu_seconds(os.getpid()) - cpu)
 
 
 def start_server(path: Path, args) -> tuple[subprocess.Popen, str]:
@@ -113,13 +114,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-delay-ms", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=None, help="threads per run, of the server and of the baseline (default: all cores)")
     ap.add_argument("--baseline-seconds", type=float, default=10.0)
+    ap.add_argument("--snn", help="serve this mnist_vgg SNN file instead of converting one (T = 8) for the run")
     ap.add_argument("--json", help="also write the results as JSON")
     args = ap.parse_args(argv)
     x = np.load(ROOT / "models" / "mnist_eval.npz")["image"]
     k = args.images_per_request
     requests = [x[i:i + k] for i in range(0, len(x) - k + 1, k)]
     with tempfile.TemporaryDirectory(prefix="serve-load-") as folder:
-        path = convert(Path(folder))
+        path = Path(args.snn) if args.snn else convert(Path(folder))
         session = runtime.InferenceSession(str(path), threads=args.threads)
         expected = [session.run(None, {"image": r}, timesteps=TIMESTEPS)[0] for r in requests]   # each request alone
         before = baseline(session, x, args.baseline_seconds)
@@ -145,11 +147,15 @@ def main(argv=None) -> int:
     served = sum(r[2] for r in record if r[1] == "ok") / elapsed
     failures = [r[1] for r in record if r[1].startswith("failed")]
     mismatches = sum(r[1] == "mismatch" for r in record)
-    direct = (before + after) / 2
+    (before, before_cpu), (after, after_cpu) = before, after
+    direct, direct_cpu = (before + after) / 2, (before_cpu + after_cpu) / 2
+    served_cpu = sum(r[2] for r in record if r[1] == "ok") / server_cpu
     result = {"clients": args.clients, "seconds": round(elapsed, 1), "images_per_request": k, "max_batch": args.max_batch,
               "max_delay_ms": args.max_delay_ms, "requests": len(record), "failures": len(failures), "mismatches": mismatches,
               "first_failure": failures[0] if failures else None, "served_images_per_s": served,
               "direct_batch256_images_per_s": [before, after], "ratio": served / direct,
+              "served_images_per_server_cpu_s": served_cpu, "direct_images_per_cpu_s": [before_cpu, after_cpu],
+              "ratio_per_cpu_s": served_cpu / direct_cpu,
               "latency_ms": {"p50": float(np.percentile(latencies, 50) * 1e3), "p99": float(np.percentile(latencies, 99) * 1e3)},
               "server_mean_batch": batch, "engine_busy": engine_s / elapsed, "server_cpu_s": server_cpu,
               "client_cpu_s": client_cpu, "cpus": os.cpu_count(), "python": platform.python_version()}
@@ -161,6 +167,8 @@ def main(argv=None) -> int:
           f"{result['latency_ms']['p50']:.1f} | {result['latency_ms']['p99']:.1f} | {batch:.1f} |")
     print(f"server: session running {engine_s / elapsed:.0%} of the time; CPU seconds per second: server {server_cpu / elapsed:.2f}, "
           f"clients {client_cpu / elapsed:.2f} (of {os.cpu_count()} CPUs)")
+    print(f"per CPU-second: served {served_cpu:.0f} img (server process), direct {before_cpu:.0f} / {after_cpu:.0f} img; "
+          f"ratio {served_cpu / direct_cpu:.2f}x")
     if failures:
         print(f"first failure: {failures[0]}")
     if args.json:

@@ -8,11 +8,12 @@ and weight arrays, as in ``runtime.distributed``), so replicas on other nodes ne
 """
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
 from .. import external
-from ..distributed import _check_reachable, import_ray
+from ..distributed import connect, import_ray
 from ..errors import InputError
 from ..format import load_snn
 from .models import Limits, check_name, model_name
@@ -66,16 +67,15 @@ def run_on_ray(paths: list, names: list[str] | None, address: str | None, host: 
     app = ray_app(paths, names, timesteps, threads, limits, replicas)
     ray, serve = import_ray(), _serve()
     started = deployed = False
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if not ray.is_initialized():
         if address is None:
             ray.init(include_dashboard=False, log_to_driver=False)
             started = True
         else:
-            _check_reachable(address)
-            try:
-                ray.init(address=address, log_to_driver=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise InputError(f"cannot connect to the Ray cluster at {address!r}: {' '.join(str(exc).split())[:200]}") from None
+            connect(ray, address)
+    if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+        signal.signal(signal.SIGTERM, on_sigterm)   # Ray's own handler aborts the process; ours stops cleanly
     try:
         cpus = int(ray.cluster_resources().get("CPU", 0))
         if replicas * threads > cpus:
