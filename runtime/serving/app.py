@@ -13,7 +13,6 @@ import time
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
@@ -50,10 +49,6 @@ def create_app(models: dict[str, ServedModel], metrics: Metrics, max_body_bytes:
             return error(f"no route {request.method} {request.url.path}; the server speaks the Open Inference Protocol v2 "
                          "under /v2 (e.g. /v2/health/ready, /v2/models/{name}/infer) and serves /metrics", 404)
         return error(f"{request.method} {request.url.path}: {exc.detail}", exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        return error(f"{request.method} {request.url.path}: {exc.errors()[0].get('msg', 'invalid request')}", 400)
 
     def find(name: str, version: str | None) -> ServedModel:
         model = models.get(name)

@@ -151,7 +151,7 @@ class ServedModel:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise RequestError(f"{what} must be an integer from 1 to {self.limits.max_timesteps}, got {value!r}")
         if not 1 <= value <= self.limits.max_timesteps:
-            raise RequestError(f"{what} must be from 1 to {self.limits.max_timesteps} (the server's limit), got {value}")
+            raise RequestError(f"{what} must be from 1 to {self.limits.max_timesteps} (the server's limit, --max-timesteps), got {value}")
         return int(value)
 
     def close(self) -> None:
