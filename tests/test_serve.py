@@ -194,12 +194,15 @@ def test_bad_request_gets_4xx_and_the_next_is_served(server, snn_file, direct, c
     assert good.status_code == 200 and np.array_equal(logits(good), direct.run(None, {"x": x[:2]})[0])
 
 
-def test_unknown_model_version_and_route_get_404(client):
+def test_unknown_model_version_and_route_get_404(snn_file, client):
+    x = snn_file[1][:2]
     for method, path, words in [("post", "/v2/models/nope/infer", "unknown model 'nope'; models: model"),
+                                ("post", "/v2/models/model/versions/2/infer", "no version '2'"),
                                 ("get", "/v2/models/nope", "unknown model"), ("get", "/v2/models/nope/ready", "unknown model"),
                                 ("get", "/v2/models/model/versions/2", "no version '2'"), ("get", "/v3/x", "no route")]:
-        response = getattr(client, method)(path)
+        response = client.post(path, json=json_request(x)) if method == "post" else client.get(path)
         assert response.status_code == 404 and words in response.json()["error"], (path, response.text)
+        assert client.post("/v2/models/model/infer", json=json_request(x)).status_code == 200
     assert client.get("/v2/models/model/infer").status_code == 405
 
 
