@@ -1,4 +1,4 @@
-"""The ``onnx2snn`` command line: demo, convert, run, evaluate, inspect, export-nir.
+"""The ``onnx2snn`` command line: demo, convert, run, evaluate, inspect, export-nir, serve.
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr starting ``error:`` naming the file, node or
 argument); 1 an internal fault. Output files are written atomically.
@@ -66,6 +66,22 @@ def _timesteps_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 4,8,16, got {text!r}")
     return values
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected milliseconds from 0 to 10000, got {text!r}")
+    return value
 
 
 def _word_or_number(*words: str):
@@ -196,6 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the NIR file to write (.nir, HDF5)")
     p.add_argument("--strict", action="store_true", help="refuse (exit 2) instead of warning when NIR loses something")
     p.add_argument("--json", action="store_true", help="print the summary and warnings as JSON")
+    _add_common(p)
+
+    p = sub.add_parser("serve", help="serve SNN files over HTTP with the Open Inference Protocol (KServe v2), dynamic batching and "
+                                     "Prometheus metrics (needs pip install 'onnx2snn[serve]'; docs/serving.md)")
+    p.add_argument("models", nargs="+", metavar="MODEL.snn.onnx", help="the SNN files to serve; each is named after its file without .snn.onnx")
+    p.add_argument("--name", action="append", default=None, help="a model's name instead of its file name; repeat once per model, in order")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default %(default)s: this machine only)")
+    p.add_argument("--port", type=_port, default=8000, help="HTTP port; 0 takes a free one (default %(default)s)")
+    p.add_argument("--timesteps", type=_positive_int, default=None, help="T of requests that do not set parameters.timesteps "
+                                                                      "(default: the T each file was converted for)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads per run (default: all cores; with --ray: 1 per replica)")
+    p.add_argument("--max-batch", type=_positive_int, default=64, help="dynamic batching: most samples in one run (default %(default)s)")
+    p.add_argument("--max-delay-ms", type=_milliseconds, default=5.0, help="dynamic batching: longest wait for more requests after the "
+                                                                            "first, in ms (default %(default)s)")
+    p.add_argument("--max-timesteps", type=_positive_int, default=1024, help="largest T a request may ask for (default %(default)s)")
+    p.add_argument("--max-body-mb", type=_positive_int, default=64, help="largest request body, in MiB (default %(default)s)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="serve with Ray Serve instead: HOST:PORT of a cluster's head, 'auto', or nothing for a local one (needs onnx2snn[ray])")
+    p.add_argument("--replicas", type=_positive_int, default=None, help="with --ray: Ray Serve replicas, one session each (default 1)")
     _add_common(p)
     return parser
 
@@ -406,8 +441,30 @@ def cmd_export_nir(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from runtime import serving
+    serving.require()
+    limits = serving.Limits(args.max_batch, args.max_delay_ms, args.max_timesteps, args.max_body_mb << 20)
+    if args.timesteps is not None and args.timesteps > args.max_timesteps:
+        raise InputError(f"--timesteps {args.timesteps} is above --max-timesteps {args.max_timesteps}")
+    if args.ray is None:
+        if args.replicas is not None:
+            raise InputError("--replicas needs --ray")
+        server = serving.Server(args.models, args.name, args.host, args.port, args.timesteps, args.threads, limits)
+        _say(args, f"serving {', '.join(server.models)} at {server.url} (Open Inference Protocol v2; "
+                   f"ready: {server.url}/v2/health/ready, metrics: {server.url}/metrics); Ctrl-C stops")
+        sys.stdout.flush()
+        server.serve_forever()
+    else:
+        from runtime.serving.ray_serve import run_on_ray
+        run_on_ray(args.models, args.name, args.ray or None, args.host, args.port, args.replicas or 1, args.timesteps,
+                   args.threads or 1, limits, say=lambda text: (_say(args, text), sys.stdout.flush()))
+    _say(args, "onnx2snn serve: stopped")
+    return 0
+
+
 COMMANDS = {"demo": cmd_demo, "convert": cmd_convert, "run": cmd_run, "evaluate": cmd_evaluate, "inspect": cmd_inspect,
-            "export-nir": cmd_export_nir}
+            "export-nir": cmd_export_nir, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

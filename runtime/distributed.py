@@ -75,11 +75,7 @@ class RayCluster:
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
             self._started = True
         else:
-            _check_reachable(address)
-            try:
-                ray.init(address=address, log_to_driver=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise InputError(f"cannot connect to the Ray cluster at {address!r}: {' '.join(str(exc).split())[:200]}") from None
+            connect(ray, address)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         workers = workers or max(1, cpus // threads_per_worker)
         if workers * threads_per_worker > cpus:
@@ -185,6 +181,15 @@ def _shard_bounds(session: InferenceSession, feeds: dict, steps: int, early_stop
     chunks = -(-n // chunk)
     per_shard = max(1, -(-chunks // (workers * SHARDS_PER_WORKER))) * chunk
     return list(range(0, n, per_shard)) + [n]
+
+
+def connect(ray, address: str) -> None:
+    """``ray.init`` on an existing cluster, or a one-line InputError saying why it cannot be reached."""
+    _check_reachable(address)
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise InputError(f"cannot connect to the Ray cluster at {address!r}: {' '.join(str(exc).split())[:200]}") from None
 
 
 def _check_reachable(address: str) -> None:

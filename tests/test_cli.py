@@ -132,3 +132,15 @@ def test_existing_output_survives_a_failed_conversion(files, capsys):
     assert code == 2 and "NaN" in err
     assert target.read_bytes() == b"previous"
     assert [p.name for p in files.iterdir() if p.name.startswith(".keep")] == []
+
+
+def test_serve_without_the_serve_extra_names_it(tmp_path, capsys, monkeypatch):
+    """`onnx2snn serve` needs the [serve] extra; without it (here: fastapi made unimportable when it is installed)
+    it exits 2 naming the extra, and `import runtime.serving` still works."""
+    import importlib.util
+    if importlib.util.find_spec("fastapi") is not None:
+        monkeypatch.setitem(sys.modules, "fastapi", None)
+    import runtime.serving  # noqa: F401 - lazy: imports none of the stack
+    code, out, err = run_cli(capsys, "serve", tmp_path / "model.snn.onnx")
+    assert code == 2 and err.startswith("error: serving needs fastapi") and err.strip().endswith('pip install "onnx2snn[serve]"'), err
+    assert len(err.strip().splitlines()) == 1

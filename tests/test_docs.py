@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-GUIDE_PAGES = ["guide.md", "api.md", "pytorch.md", "cli.md"]
+GUIDE_PAGES = ["guide.md", "api.md", "pytorch.md", "cli.md", "serving.md"]
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -38,7 +38,7 @@ def test_doc_examples_run(name, tmp_path, monkeypatch, capsys):
     assert namespace["trace"].shape == (4, 5, 3)
 
 
-@pytest.mark.parametrize("name", ["api.md", "guide.md"])
+@pytest.mark.parametrize("name", ["api.md", "guide.md", "serving.md"])
 def test_guide_examples_run(name, tmp_path, monkeypatch):
     """Examples refer to the bundled data as models/...: run them where that folder is visible."""
     (tmp_path / "models").symlink_to(ROOT / "models")
