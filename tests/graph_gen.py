@@ -15,7 +15,7 @@ Families, each with its exporter's opsets and habits:
   Relu layers, Softmax, a label output (ArgMax -> ArrayFeatureExtractor -> Reshape -> Cast) and a ZipMap (or a
   plain probabilities output).
 Bodies mix plain, strided, dilated, depthwise and grouped convolutions, max and average pooling, residual Adds
-(identity and projection shortcuts) and Concat branches. About one graph in eight carries an op with no
+(identity and projection shortcuts) and Concat branches. About one graph in seven carries an op with no
 rate-coded equivalent (a Sigmoid, Tanh, LeakyRelu or HardSwish activation, a squeeze-and-excitation Mul of two
 activations, a Softmax inside the network); ``Case.refuse`` names that node: the converter must refuse it.
 """
