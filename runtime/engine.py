@@ -46,8 +46,13 @@ def _prod(shape) -> int:
 # 16-64 channel layers, about 0.15-0.45 ns per synaptic op per thread (event) against 0.1-0.5 ns per MAC (dense,
 # im2col included), so the crossover lies between densities 1/3 and 1; below it the event path wins.
 EVENT_MAX_DENSITY = 0.5
-# float32: the event scatter against onnxruntime's float32 Conv/Gemm (docs/runtime.md, "The float32 crossover").
-EVENT_MAX_DENSITY_FLOAT32 = 0.5
+# float32: the fused event kernel costs about EVENT_NS_PER_OUTPUT per output neuron-step (scan, bias, neuron update,
+# copy-out) plus EVENT_NS_PER_ADD per addition (density x fan-in per output); onnxruntime's dense Conv/Gemm plus the
+# separate neuron pass about DENSE_NS_PER_MAC per MAC plus DENSE_NS_PER_OUTPUT. Measured on the benchmark machine for
+# the bundled CNNs' 3x3 layers of 16-64 channels (docs/runtime.md, "The float32 crossover"): the event path wins up
+# to density (DENSE_NS_PER_MAC - (EVENT - DENSE_NS_PER_OUTPUT) / fan-in) / EVENT_NS_PER_ADD, 0.13-0.34 there.
+EVENT_NS_PER_ADD, EVENT_NS_PER_OUTPUT = 0.1, 3.0
+DENSE_NS_PER_MAC, DENSE_NS_PER_OUTPUT = 0.033, 1.0
 DENSE_BLOCK_BYTES = 8 << 20  # im2col buffer per BLAS call: bounded memory whatever the batch
 PRECISIONS = ("float32", "float64")
 
@@ -55,9 +60,11 @@ PRECISIONS = ("float32", "float64")
 class KernelCache:
     """Per-session state shared by the handlers: weights rearranged once per node, the path mode
     ("auto" | "event" | "dense"), the precision ("float32" | "float64": the dtype of weights and sums, and the
-    reference ops that ops without a kernel run), the path each node took in the last run (for stats), and the
+    reference ops that ops without a kernel run), the path each node took in the last run (for stats), the
     densities of the current run's values that are known without counting (``densities``: value name -> fraction
-    non-zero)."""
+    non-zero), and ``spike_sink``: None, or a dict that collects every neuron layer's spikes of each run
+    (name -> list of (T, N, ...) bool arrays, one per chunk; AveragePools are then not fused, so that the spikes
+    exist; the numbers do not change), for ``runtime.compare``."""
 
     def __init__(self, mode: str = "auto", precision: str = "float32"):
         self._items: dict[tuple, tuple] = {}
@@ -65,9 +72,9 @@ class KernelCache:
         self.precision = precision
         self.dtype = np.float32 if precision == "float32" else np.float64
         self.ops = FLOAT32_OPS if precision == "float32" else OPS
-        self.max_event_density = EVENT_MAX_DENSITY_FLOAT32 if precision == "float32" else EVENT_MAX_DENSITY
         self.paths: dict[str, str] = {}
         self.densities: dict[str, float] = {}
+        self.spike_sink: dict[str, list] | None = None
 
     def get(self, key: tuple, make):
         item = self._items.get(key)
@@ -75,14 +82,20 @@ class KernelCache:
             item = self._items[key] = make()
         return item
 
-    def choose(self, step: Step, x: np.ndarray) -> str:
+    def max_event_density(self, fan_in: int) -> float:
+        """The auto rule's crossover for a layer whose outputs each sum ``fan_in`` products (Cg x KH x KW, or K)."""
+        if self.precision == "float64":
+            return EVENT_MAX_DENSITY
+        return max(0.0, DENSE_NS_PER_MAC - (EVENT_NS_PER_OUTPUT - DENSE_NS_PER_OUTPUT) / max(1, fan_in)) / EVENT_NS_PER_ADD
+
+    def choose(self, step: Step, x: np.ndarray, fan_in: int) -> str:
         """The path for this node and input: forced by the mode, or by the input's density (auto), known from
         the spike counts of the layer that made it, or else counted."""
         if self.mode != "auto":
             path = self.mode
         else:
             known = self.densities.get(step.inputs[0])
-            path = "event" if (density(x) if known is None else known) <= self.max_event_density else "dense"
+            path = "event" if (density(x) if known is None else known) <= self.max_event_density(fan_in) else "dense"
         self.paths[step.name] = path
         return path
 
@@ -220,7 +233,7 @@ def _conv(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value |
     if xs.ndim == 3:
         xs = xs[:, :, None, :]
     xs = np.ascontiguousarray(xs, dtype=np.float32)
-    path = cache.choose(step, xs)
+    path = cache.choose(step, xs, cw.wt.size // cw.bias.size)
     dense = None
     if path == "dense" and cache.precision == "float32":
         dense = cache.get((step.name, in_shape, "dense"), lambda: DenseNode("Conv", cw.dense[0], cw.bias, cw.dense[1]))
@@ -257,9 +270,9 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
     out_shape = (timesteps, n_batch, n_out, ho, wo)
     if residual is not None and residual.shape != out_shape:
         return None
-    window = _tiling_pool(pool, out_shape[2:], cache) if pool is not None else None
+    window = _tiling_pool(pool, out_shape[2:], cache) if pool is not None and cache.spike_sink is None else None
     xs = np.ascontiguousarray(x, dtype=np.float32)
-    if cache.choose(step, xs) != "event":
+    if cache.choose(step, xs, cw.wt.size // n_out) != "event":
         return None
     p = neuron.neuron
     v_th, shift, v_init = (np.ascontiguousarray(np.broadcast_to(a, (n_out,))) for a in p.per_channel())
@@ -360,7 +373,7 @@ def _matmul(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value
     if x.shape[-1] != w.shape[0]:  # the kernel reads w by x's width without bounds checks
         raise SNNFormatError(f"node '{step.name}': {step.op} of {x.shape[-1]} features with a weight for {w.shape[0]} does not fit")
     rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
-    path = cache.choose(step, rows)
+    path = cache.choose(step, rows, w.shape[0])
     out = np.empty((rows.shape[0], w.shape[1]), np.float32)
     if path == "event":
         matmul_events(rows, w.reshape(-1), bias, out, _blocks(rows.shape[0]))
@@ -508,6 +521,8 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
             handler = DYNAMIC.get(step.op)
             value = handler(step, args, cache, timesteps) if handler else None
             results = [value] if value is not None else _per_step(step, args, timesteps, cache.ops)
+        if step.neuron is not None and cache.spike_sink is not None:
+            cache.spike_sink.setdefault(step.name, []).append(results[0][0] != 0)
         for name, value in zip(step.outputs, results):
             env[name] = value
             shapes[name] = value[0].shape[1:] if value[1] else np.shape(value[0])

@@ -63,17 +63,21 @@ def test_static_conv_and_gemm_use_the_kernels(rng, precision):
 @pytest.mark.parametrize("side", ["below", "above"])
 def test_auto_rule_on_both_sides_of_the_crossover(rng, side, precision):
     cache = KernelCache("auto", precision)
-    crossover = cache.max_event_density
-    density = crossover / 4 if side == "below" else min(1.0, (1 + crossover) / 2)
+    step, w, b = conv_case(rng, dict(c_in=16, c_out=6, k=3, attrs=dict(strides=[2, 2], pads=[0, 1, 1, 0])))
     path = "event" if side == "below" else "dense"
-    step, w, b = conv_case(rng, CONV_CASES[1])
-    x = spikes(rng, (T, 4, 4, 9, 11), density=density)
+
+    def density(fan_in):
+        crossover = cache.max_event_density(fan_in)
+        assert 0 < crossover < 1
+        return crossover / 4 if side == "below" else (1 + crossover) / 2
+
+    x = spikes(rng, (T, 4, 16, 9, 11), density=density(w[0].size))
     out, _ = _conv(step, [(x, True), (w, False), (b, False)], cache, T)
     assert cache.paths["conv"] == path
     assert_path_result(out, step, x, [w, b], path, precision)
     fc = Step("fc", "Gemm", ("x", "w", "c"), ("y",), dict(transB=1))
-    wf, c = rng.standard_normal((7, 13)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
-    xf = spikes(rng, (T, 5, 13), density=density)
+    wf, c = rng.standard_normal((7, 300)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    xf = spikes(rng, (T, 5, 300), density=density(300))
     out, _ = _matmul(fc, [(xf, True), (wf, False), (c, False)], cache, T)
     assert cache.paths["fc"] == path
     assert_path_result(out, fc, xf, [wf, c], path, precision)
@@ -243,12 +247,12 @@ def test_known_densities_equal_counted_ones(name, monkeypatch):
     seen = []
     choose = engine.KernelCache.choose
 
-    def checked(self, step, x):
+    def checked(self, step, x, fan_in):
         known = self.densities.get(step.inputs[0])
         if known is not None:
             seen.append(step.name)
             assert known == engine.density(x), step.name
-        return choose(self, step, x)
+        return choose(self, step, x, fan_in)
 
     monkeypatch.setattr(engine.KernelCache, "choose", checked)
     sess = InferenceSession(snn)
