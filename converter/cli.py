@@ -140,13 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="convert the bundled MNIST CNN and compare ANN and SNN accuracy per T",
                        description="Convert a bundled model and compare ANN and SNN accuracy per T on its held-out images. "
                                    f"Quick by default: T = {DEMO_TIMESTEPS}, converted on the first {DEMO_CALIB_IMAGES} calibration "
-                                   "images (the SNN-side calibration and the final selection see fewer samples; on mnist_vgg the "
-                                   "accuracies matched the full calibration's within one image), under 30 s on an idle 2-core machine "
-                                   f"once the kernels are compiled. --full: T = {DEMO_FULL_TIMESTEPS} on every calibration image "
-                                   "(about 1.5 minutes idle, several on a busy machine).")
+                                   "images (the SNN-side calibration and the final selection see fewer samples; see --full). "
+                                   f"--full: T = {DEMO_FULL_TIMESTEPS} on every calibration image, several times longer.")
     p.add_argument("--model", choices=DEMO_MODELS, default="mnist_vgg", help="bundled model (default %(default)s)")
     p.add_argument("--full", action="store_true",
-                   help=f"the full sweep: T = {DEMO_FULL_TIMESTEPS} and every calibration image (slower; see above)")
+                   help=f"the full sweep of earlier releases: T = {DEMO_FULL_TIMESTEPS}, converted on every calibration image "
+                        f"(82-91 s on an idle 2-core machine before the quick default). The quick default runs T = {DEMO_TIMESTEPS} "
+                        f"and converts on the first {DEMO_CALIB_IMAGES} calibration images: the SNN-side calibration and the final "
+                        "selection see fewer samples (mnist_vgg: the same accuracies within one image; mnist_resnet: 13 images "
+                        "fewer at T=16; docs/guide.md)")
     p.add_argument("--timesteps", type=_timesteps_list, default=None,
                    help=f"comma-separated T values (default {DEMO_TIMESTEPS}; {DEMO_FULL_TIMESTEPS} with --full)")
     p.add_argument("--calib-limit", type=_positive_int, default=None, metavar="N",
