@@ -119,14 +119,16 @@ def _sum_k_float32(a: np.ndarray, b: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return acc
 
 
+def _gemm_operands(inputs, attrs, a_dtype):
+    """A (in ``a_dtype``) and B (float32) of a Gemm, transposed as its attributes say, and C or None."""
+    a, b = inputs[0].astype(a_dtype), inputs[1].astype(np.float32)
+    a, b = (a.T if attrs.get("transA", 0) else a), (b.T if attrs.get("transB", 0) else b)
+    return a, b, inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+
+
 def gemm_float32(inputs, attrs):
     """Gemm as ``gemm``, in float32: from beta * C (rounded to float32), alpha * B rounded once, k ascending."""
-    a, b = inputs[0].astype(np.float32), inputs[1].astype(np.float32)
-    c = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
-    if attrs.get("transA", 0):
-        a = a.T
-    if attrs.get("transB", 0):
-        b = b.T
+    a, b, c = _gemm_operands(inputs, attrs, np.float32)
     acc = np.zeros((a.shape[0], b.shape[1]), np.float32)
     if c is not None:
         acc = acc + (np.float32(attrs.get("beta", 1.0)) * c).astype(np.float32)
@@ -143,12 +145,7 @@ def matmul_float32(inputs, attrs):
 
 
 def gemm(inputs, attrs):
-    a, b = inputs[0].astype(np.float64), inputs[1].astype(np.float32)
-    c = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
-    if attrs.get("transA", 0):
-        a = a.T
-    if attrs.get("transB", 0):
-        b = b.T
+    a, b, c = _gemm_operands(inputs, attrs, np.float64)
     y = a @ (np.float32(attrs.get("alpha", 1.0)) * b).astype(np.float64)
     if c is not None:
         y = y + (np.float32(attrs.get("beta", 1.0)) * c).astype(np.float64)
