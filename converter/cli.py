@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import numpy as np
 
 from runtime import InferenceSession
 from runtime import format as fmt
+from runtime.engine import PRECISIONS
 from runtime.errors import InputError, Onnx2SnnError
 from runtime.session import check_feeds
 
@@ -32,7 +34,10 @@ from .sweep import sweep, sweep_table
 from .thresholds import METHODS_HELP
 from .writer import write_bytes_atomic
 
-DEMO_TIMESTEPS = "4,8,16,32,64,128"
+DEMO_MODELS = ("mnist_vgg", "mnist_resnet", "digits_cnn", "digits_maxpool")
+# The demo answers quickly by default; --full runs the sweep of earlier releases (docs/guide.md has the trade-off).
+DEMO_TIMESTEPS, DEMO_CALIB_IMAGES = "4,8,16", 128
+DEMO_FULL_TIMESTEPS = "4,8,16,32,64,128"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,6 +134,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or tables, errors only")
 
 
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="float32: float32 sums in a fixed order, deterministic for any thread count (fast); float64: the exact "
+                        "engine of earlier releases, equal to the NumPy reference bit for bit (slower) (default float32; "
+                        "the reference engine: float64)")
+
+
 def _add_ray_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run the SNN on a Ray cluster: HOST:PORT of its head, 'auto', or nothing for a local one (needs onnx2snn[ray])")
@@ -141,14 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal faults")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("demo", help="convert the bundled MNIST CNN and compare ANN and SNN accuracy per T")
-    p.add_argument("--model", choices=["mnist_vgg", "mnist_resnet", "digits_cnn", "digits_maxpool"], default="mnist_vgg",
-                   help="bundled model (default %(default)s)")
-    p.add_argument("--timesteps", type=_timesteps_list, default=_timesteps_list(DEMO_TIMESTEPS), help="comma-separated T values (default %(default)s)")
+    p = sub.add_parser("demo", help="convert the bundled MNIST CNN and compare ANN and SNN accuracy per T",
+                       description="Convert a bundled model and compare ANN and SNN accuracy per T on its held-out images. "
+                                   f"Quick by default: T = {DEMO_TIMESTEPS}, converted on the first {DEMO_CALIB_IMAGES} calibration "
+                                   "images (the SNN-side calibration and the final selection see fewer samples; see --full). "
+                                   f"--full: T = {DEMO_FULL_TIMESTEPS} on every calibration image, several times longer.")
+    p.add_argument("--model", choices=DEMO_MODELS, default="mnist_vgg", help="bundled model (default %(default)s)")
+    p.add_argument("--full", action="store_true",
+                   help=f"the full sweep of earlier releases: T = {DEMO_FULL_TIMESTEPS}, converted on every calibration image "
+                        f"(82-91 s on an idle 2-core machine before the quick default). The quick default runs T = {DEMO_TIMESTEPS} "
+                        f"and converts on the first {DEMO_CALIB_IMAGES} calibration images: the SNN-side calibration and the final "
+                        "selection see fewer samples (mnist_vgg: the same accuracies within one image; mnist_resnet: 13 images "
+                        "fewer at T=16; docs/guide.md)")
+    p.add_argument("--timesteps", type=_timesteps_list, default=None,
+                   help=f"comma-separated T values (default {DEMO_TIMESTEPS}; {DEMO_FULL_TIMESTEPS} with --full)")
+    p.add_argument("--calib-limit", type=_positive_int, default=None, metavar="N",
+                   help=f"convert on the first N calibration images (default {DEMO_CALIB_IMAGES}; all with --full)")
     p.add_argument("--limit", type=int, default=0, help="evaluate on the first N held-out samples only (default: all)")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--json", metavar="RESULTS.json", help="also write the results as JSON")
     p.add_argument("--plot", metavar="ACC.png", help="also plot accuracy vs T")
+    _add_precision(p)
     _add_conversion_options(p)
     _add_common(p)
 
@@ -175,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stop", type=_positive_int, default=None, metavar="K",
                    help="stop once every sample's top-1 class has been stable for K steps; reports the steps used")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_precision(p)
     _add_ray_options(p)
     _add_common(p)
 
@@ -193,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="RESULTS.json", help="write the results as JSON")
     p.add_argument("--sweep-thresholds", metavar="M1,M2,...", type=lambda text: [m for m in text.split(",") if m.strip()],
                    help="one table per threshold method over all --timesteps (with --ray: the whole grid at once), e.g. max,p99.9,optimal")
+    _add_precision(p)
     _add_ray_options(p)
     _add_conversion_options(p)
     _add_common(p)
@@ -283,7 +310,13 @@ def _ray_cluster(args, engine: str = "auto"):
     if args.threads is not None:
         raise InputError("--threads sets a local run's threads; with --ray use --threads-per-worker")
     from runtime.distributed import RayCluster
-    return RayCluster(args.ray or None, args.workers, args.threads_per_worker, engine=engine, progress=None if not args.quiet else False)
+    return RayCluster(args.ray or None, args.workers, args.threads_per_worker, engine=engine, progress=None if not args.quiet else False,
+                      precision=args.precision)
+
+
+def _session_factory(args):
+    """InferenceSession(model, threads=...) with the command's --precision."""
+    return functools.partial(InferenceSession, precision=args.precision)
 
 
 def cmd_run(args) -> int:
@@ -292,7 +325,8 @@ def cmd_run(args) -> int:
 
 
 def _run(args, cluster) -> int:
-    session = cluster.session(args.model) if cluster else InferenceSession(args.model, threads=args.threads, engine=args.engine)
+    session = cluster.session(args.model) if cluster else InferenceSession(args.model, threads=args.threads, engine=args.engine,
+                                                                             precision=args.precision)
     data = load_array_file(args.input)
     feeds = model_feeds(data, [i.name for i in session.get_inputs()], args.input)
     start = time.perf_counter()
@@ -364,13 +398,14 @@ def cmd_evaluate(args) -> int:
     show = None if not args.quiet else False
     with _ray_cluster(args) as cluster:
         if args.sweep_thresholds:
-            results = sweep(snn, args.model, check_feeds(inputs, feeds), y, args.timesteps, args.sweep_thresholds, cluster, args.threads, show)
+            results = sweep(snn, args.model, check_feeds(inputs, feeds), y, args.timesteps, args.sweep_thresholds, cluster, args.threads, show,
+                            _session_factory(args))
             if args.json:
                 _write_json(args.json, results)
             _say(args, sweep_table(results) + (f"\nwrote {args.json}" if args.json else ""))
             return 0
         results = evaluate(snn, args.model, check_feeds(inputs, feeds), y, args.timesteps, args.threads, show,
-                           cluster.session if cluster else InferenceSession)
+                           cluster.session if cluster else _session_factory(args))
     _finish_evaluation(args, results)
     return 0
 
@@ -389,20 +424,23 @@ def cmd_demo(args) -> int:
     from .assets import bundled_path
     model = str(bundled_path(f"{args.model}.onnx"))
     prefix = args.model.split("_")[0]
-    calib = load_array_file(str(bundled_path(f"{prefix}_calib.npz")))
+    calib = load_array_file(str(bundled_path(f"{prefix}_calib.npz")))["image"]
+    calib = calib[:args.calib_limit or (len(calib) if args.full else DEMO_CALIB_IMAGES)]
+    timesteps = args.timesteps or _timesteps_list(DEMO_FULL_TIMESTEPS if args.full else DEMO_TIMESTEPS)
     data = load_array_file(str(bundled_path(f"{prefix}_eval.npz")))
     feeds, y = {"image": data["image"]}, data["y"]
     if args.limit and args.limit > 0:
         feeds, y = {"image": feeds["image"][:args.limit]}, y[:args.limit]
-    _say(args, f"onnx2snn demo: {args.model}.onnx (bundled), {len(calib['image'])} calibration and {len(y)} held-out images")
+    _say(args, f"onnx2snn demo: {args.model}.onnx (bundled), {len(calib)} calibration and {len(y)} held-out images, T = "
+               f"{','.join(map(str, timesteps))}" + ("" if args.full else " (quick; --full for the full sweep)"))
     start = time.perf_counter()
-    snn = convert(model, calib, timesteps=max(args.timesteps), progress=None if not args.quiet else False, **_conversion_kwargs(args))
+    snn = convert(model, calib, timesteps=max(timesteps), progress=None if not args.quiet else False, **_conversion_kwargs(args))
     settings = snn.report.settings
     chosen = any(n.startswith(SELECTION_NOTE) for n in snn.report.notes)  # then v_init and bias correction depend on T
     knobs = "v_init and bias correction chosen per T by the final selection" if chosen else f"v_init {settings['v_init']}"
     _say(args, f"converted in {time.perf_counter() - start:.2f} s: {len(snn.thresholds)} neuron layers, threshold {settings['threshold']}, "
                f"shift {settings['shift']}, {knobs}, reset {settings['reset']}")
-    results = evaluate(snn, model, feeds, y, args.timesteps, args.threads, None if not args.quiet else False)
+    results = evaluate(snn, model, feeds, y, timesteps, args.threads, None if not args.quiet else False, _session_factory(args))
     _finish_evaluation(args, results)
     return 0
 

@@ -39,14 +39,15 @@ def as_scores(value) -> np.ndarray:
 
 def evaluate(snn: ConvertedSNN, source_model, feeds: dict[str, np.ndarray], y: np.ndarray, timesteps: list[int],
              threads: int | None = None, show_progress: bool | None = None, session_factory=InferenceSession) -> dict:
-    """ANN, threshold-ANN and SNN accuracy for every T; the SNN is re-emitted per T (its shift depends on T).
+    """ANN, threshold-ANN and SNN accuracy for every T; the SNN is re-emitted per T (its shift depends on T), except
+    at the T it was converted for.
 
     ``session_factory(model, threads=...)`` makes the SNN session: ``runtime.distributed.RayCluster.session``
     runs it on a Ray cluster instead, with the same outputs."""
     ann_acc = float(np.mean(ort_predict(source_model, feeds, output=snn.model.graph.output[0].name) == y))
     rows = []
     for steps in progress(timesteps, desc="evaluating", unit="T", enabled=show_progress):
-        converted = snn.with_settings(timesteps=steps)
+        converted = snn if steps == snn.settings.timesteps else snn.with_settings(timesteps=steps)
         clip_acc = float(np.mean(ort_predict(converted.ann_model, feeds) == y))
         session = session_factory(converted.model, threads=threads)
         start = time.perf_counter()

@@ -15,16 +15,18 @@ from .progress import progress
 
 
 def sweep(snn: ConvertedSNN, source_model, feeds: dict[str, np.ndarray], y: np.ndarray, timesteps: list[int],
-          methods: list[str], cluster=None, threads: int | None = None, show_progress: bool | None = None) -> dict:
+          methods: list[str], cluster=None, threads: int | None = None, show_progress: bool | None = None,
+          session_factory=InferenceSession) -> dict:
     """One ``evaluate``-format result per threshold method; ``cluster`` is a ``runtime.distributed.RayCluster``
-    (None: run locally). A row's ``seconds`` is the SNN engine's time summed over the workers."""
+    (None: run locally, in ``session_factory(model, threads=...)`` sessions). A row's ``seconds`` is the SNN
+    engine's time summed over the workers."""
     ann_acc = float(np.mean(ort_predict(source_model, feeds, output=snn.model.graph.output[0].name) == y))
     cells = [(m, t) for m in methods for t in timesteps]
     converted = [snn.with_settings(threshold=m, timesteps=t) for m, t in progress(cells, desc="emitting", unit="SNN", enabled=show_progress)]
     if cluster is None:
         stats = []
         for c, (_, steps) in zip(converted, cells):
-            session = InferenceSession(c.model, threads=threads)
+            session = session_factory(c.model, threads=threads)
             stats.append((session.run(None, feeds, timesteps=steps)[0], session.stats))
     else:
         results = cluster.run_many([(cluster.session(c.model), feeds, steps) for c, (_, steps) in zip(converted, cells)])

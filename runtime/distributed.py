@@ -37,8 +37,8 @@ def import_ray():
 class _Worker:
     """A Ray actor: keeps the session of the last model it was given, so a model is loaded once per actor."""
 
-    def __init__(self, threads: int, engine: str, chunk_bytes: int):
-        self.options = {"threads": threads, "engine": engine, "chunk_bytes": chunk_bytes}
+    def __init__(self, threads: int, engine: str, chunk_bytes: int, precision: str | None = None):
+        self.options = {"threads": threads, "engine": engine, "chunk_bytes": chunk_bytes, "precision": precision}
         self.key, self.session = None, None
 
     def run(self, tag, key: str, model_ref: list, feeds: dict, steps: int, early_stop: int | None):
@@ -58,7 +58,8 @@ class RayCluster:
     """
 
     def __init__(self, address: str | None = None, workers: int | None = None, threads_per_worker: int = 1,
-                 engine: str = "auto", chunk_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool | None = None):
+                 engine: str = "auto", chunk_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool | None = None,
+                 precision: str | None = None):
         for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
@@ -66,7 +67,7 @@ class RayCluster:
             raise InputError(f"Ray address must be HOST:PORT (the head node's GCS, port 6379 by default) or 'auto', got {address!r}")
         ray = import_ray()
         self._ray, self.progress = ray, progress
-        self.engine, self.chunk_bytes = engine, chunk_bytes
+        self.engine, self.chunk_bytes, self.precision = engine, chunk_bytes, precision
         self._started = False
         if ray.is_initialized():
             pass  # reuse the caller's Ray (tests, notebooks); they shut it down
@@ -84,7 +85,7 @@ class RayCluster:
                              f"the Ray cluster has {cpus}")
         actor = ray.remote(num_cpus=threads_per_worker)(_Worker)
         self.workers, self.threads_per_worker = workers, threads_per_worker
-        self._actors = [actor.remote(threads_per_worker, engine, chunk_bytes) for _ in range(workers)]
+        self._actors = [actor.remote(threads_per_worker, engine, chunk_bytes, precision) for _ in range(workers)]
         ready, _ = ray.wait([a.__ray_ready__.remote() for a in self._actors], num_returns=workers, timeout=ACTOR_START_S)
         if len(ready) < workers:  # otherwise the jobs would wait for CPUs that other Ray jobs hold
             free = int(ray.available_resources().get("CPU", 0))
@@ -143,7 +144,7 @@ class DistributedSession:
 
     def __init__(self, cluster: RayCluster, model):
         model = load_snn(model)
-        self._local = InferenceSession(model, threads=1, engine=cluster.engine, chunk_bytes=cluster.chunk_bytes)
+        self._local = InferenceSession(model, threads=1, engine=cluster.engine, chunk_bytes=cluster.chunk_bytes, precision=cluster.precision)
         self._cluster = cluster
         self.ref = cluster._ray.put(external.pack(model))  # a large model: its skeleton and weight arrays
         self.key = self.ref.hex()

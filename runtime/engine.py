@@ -4,9 +4,14 @@ The graph has no recurrence, so each node runs once for all T steps of the batch
 a value is either *static* (the same at every step, shape (N, ...): the analog input and everything computed
 from it alone, computed once) or *dynamic* (shape (T, N, ...)). Neurons turn any current into dynamic spikes;
 Conv and Gemm/MatMul take the event-driven path (scatter weights for the non-zero inputs only) or the dense
-BLAS path, chosen per node from the measured input density (``KernelCache.choose``); a Conv feeding a neuron
+path, chosen per node and chunk from the measured input density (``KernelCache.choose``); a Conv feeding a neuron
 layer directly (or through a residual Add) is fused with it. Every op means what it means on one step; ops
-without a kernel run through the NumPy reference ops, per step when they must. docs/runtime.md has the details.
+without a kernel run through the NumPy reference ops, per step when they must.
+
+Two precisions (design.md 5a): "float32" (the default) sums in float32, the event kernels in the canonical order
+of ``reference_ops.FLOAT32_OPS`` and the dense path in onnxruntime (``runtime.dense``); "float64" is the exact
+engine of earlier releases (float64 sums rounded once, equal to the float64 reference; dense path im2col + dgemm).
+docs/runtime.md has the details.
 """
 from __future__ import annotations
 
@@ -21,10 +26,11 @@ from .kernels.conv import conv2d_events, conv2d_events_if, im2col, tap_targets
 from .kernels.dense import matmul_events
 from .kernels.neuron import BLOCK, if_layer_state
 from .kernels.pool import avg_pool2d
+from .dense import DenseNode
 from .errors import InputError, SNNFormatError
 from .plan import Plan, Step, evaluating
 from .readout import OutputSums, add_block
-from .reference_ops import OPS, _spatial_pads, pool_geometry
+from .reference_ops import FLOAT32_OPS, OPS, _spatial_pads, pool_geometry
 from .spike_pool import spike_max_pool_handler
 from .stats import RunResult, layer_stats
 
@@ -36,23 +42,39 @@ def _prod(shape) -> int:
 
 
 # Auto path rule: event-driven scatter when at most this fraction of a layer's inputs is non-zero, otherwise the
-# dense float64 BLAS path (im2col + dgemm). Measured on the benchmark machine (docs/runtime.md) for the bundled
-# CNNs' 16-64 channel layers: about 0.15-0.45 ns per synaptic op per thread (event) against 0.1-0.5 ns per MAC
-# (dense, im2col included), so the crossover lies between densities 1/3 and 1; below it the event path wins.
+# dense path. float64: im2col + dgemm; measured on the benchmark machine (docs/runtime.md) for the bundled CNNs'
+# 16-64 channel layers, about 0.15-0.45 ns per synaptic op per thread (event) against 0.1-0.5 ns per MAC (dense,
+# im2col included), so the crossover lies between densities 1/3 and 1; below it the event path wins.
 EVENT_MAX_DENSITY = 0.5
+# float32: the fused event kernel costs about EVENT_NS_PER_OUTPUT per output neuron-step (scan, bias, neuron update,
+# copy-out) plus EVENT_NS_PER_ADD per addition (density x fan-in per output); onnxruntime's dense Conv/Gemm plus the
+# separate neuron pass about DENSE_NS_PER_MAC per MAC plus DENSE_NS_PER_OUTPUT. Measured on the benchmark machine for
+# the bundled CNNs' 3x3 layers of 16-64 channels (docs/runtime.md, "The float32 crossover"): the event path wins up
+# to density (DENSE_NS_PER_MAC - (EVENT - DENSE_NS_PER_OUTPUT) / fan-in) / EVENT_NS_PER_ADD, 0.13-0.34 there.
+EVENT_NS_PER_ADD, EVENT_NS_PER_OUTPUT = 0.1, 3.0
+DENSE_NS_PER_MAC, DENSE_NS_PER_OUTPUT = 0.033, 1.0
 DENSE_BLOCK_BYTES = 8 << 20  # im2col buffer per BLAS call: bounded memory whatever the batch
+PRECISIONS = ("float32", "float64")
 
 
 class KernelCache:
     """Per-session state shared by the handlers: weights rearranged once per node, the path mode
-    ("auto" | "event" | "dense"), the path each node took in the last run (for stats), and the densities of
-    the current run's values that are known without counting (``densities``: value name -> fraction non-zero)."""
+    ("auto" | "event" | "dense"), the precision ("float32" | "float64": the dtype of weights and sums, and the
+    reference ops that ops without a kernel run), the path each node took in the last run (for stats), the
+    densities of the current run's values that are known without counting (``densities``: value name -> fraction
+    non-zero), and ``spike_sink``: None, or a dict that collects every neuron layer's spikes of each run
+    (name -> list of (T, N, ...) bool arrays, one per chunk; AveragePools are then not fused, so that the spikes
+    exist; the numbers do not change), for ``runtime.compare``."""
 
-    def __init__(self, mode: str = "auto"):
+    def __init__(self, mode: str = "auto", precision: str = "float32"):
         self._items: dict[tuple, tuple] = {}
         self.mode = mode
+        self.precision = precision
+        self.dtype = np.float32 if precision == "float32" else np.float64
+        self.ops = FLOAT32_OPS if precision == "float32" else OPS
         self.paths: dict[str, str] = {}
         self.densities: dict[str, float] = {}
+        self.spike_sink: dict[str, list] | None = None
 
     def get(self, key: tuple, make):
         item = self._items.get(key)
@@ -60,14 +82,20 @@ class KernelCache:
             item = self._items[key] = make()
         return item
 
-    def choose(self, step: Step, x: np.ndarray) -> str:
+    def max_event_density(self, fan_in: int) -> float:
+        """The auto rule's crossover for a layer whose outputs each sum ``fan_in`` products (Cg x KH x KW, or K)."""
+        if self.precision == "float64":
+            return EVENT_MAX_DENSITY
+        return max(0.0, DENSE_NS_PER_MAC - (EVENT_NS_PER_OUTPUT - DENSE_NS_PER_OUTPUT) / max(1, fan_in)) / EVENT_NS_PER_ADD
+
+    def choose(self, step: Step, x: np.ndarray, fan_in: int) -> str:
         """The path for this node and input: forced by the mode, or by the input's density (auto), known from
         the spike counts of the layer that made it, or else counted."""
         if self.mode != "auto":
             path = self.mode
         else:
             known = self.densities.get(step.inputs[0])
-            path = "event" if (density(x) if known is None else known) <= EVENT_MAX_DENSITY else "dense"
+            path = "event" if (density(x) if known is None else known) <= self.max_event_density(fan_in) else "dense"
         self.paths[step.name] = path
         return path
 
@@ -122,19 +150,21 @@ STATEFUL_OTHER_THAN_NEURONS = ("SpikeMaxPool",)
 
 
 class ConvWeights(NamedTuple):
-    """One Conv node prepared for one input shape (float64 weights: exact products, as the reference)."""
+    """One Conv node prepared for one input shape, in the precision's dtype (float64: exact products, as the
+    float64 reference; float32: the products of the float32 oracle)."""
     wt: np.ndarray        # (Cg*KH*KW*O,) as (Cg, KH, KW, O)
     wflip: np.ndarray     # same with kx reversed, for the unit-stride kernel (empty if not applicable)
-    wmat: np.ndarray      # (groups, Cg*KH*KW, O/groups) for the dense path
+    wmat: np.ndarray      # float64: (groups, Cg*KH*KW, O/groups) for the im2col dense path; float32: empty
     bias: np.ndarray      # (O,)
     rows: np.ndarray      # (H, KH) tap targets
     cols: np.ndarray      # (W, KW)
     pad_w: int
     groups: int
     out_hw: tuple
+    dense: tuple          # float32 dense path: (weight (O, Cg, KH, KW) float32, Conv attributes) for ``DenseNode``
 
 
-def _conv_weights(step: Step, w: np.ndarray, b: np.ndarray | None, in_shape: tuple) -> ConvWeights:
+def _conv_weights(step: Step, w: np.ndarray, b: np.ndarray | None, in_shape: tuple, dtype=np.float64) -> ConvWeights:
     one_d = w.ndim == 3
     w4 = w[:, :, None, :] if one_d else w
     spatial = 1 if one_d else 2
@@ -152,25 +182,29 @@ def _conv_weights(step: Step, w: np.ndarray, b: np.ndarray | None, in_shape: tup
                              f"{'' if b is None else f' and {b.size} biases'} does not fit")
     ho = (h + pads[0] + pads[2] - ((kh - 1) * dilations[0] + 1)) // strides[0] + 1
     wo = (wd + pads[1] + pads[3] - ((kw - 1) * dilations[1] + 1)) // strides[1] + 1
-    w64 = w4.astype(np.float64)
-    wt = np.ascontiguousarray(w64.transpose(1, 2, 3, 0))
+    wk = w4.astype(dtype)
+    wt = np.ascontiguousarray(wk.transpose(1, 2, 3, 0))
     unit = groups == 1 and strides[1] == 1 and dilations[1] == 1
-    wflip = np.ascontiguousarray(wt[:, :, ::-1, :]).reshape(-1) if unit else np.empty(0)
+    wflip = np.ascontiguousarray(wt[:, :, ::-1, :]).reshape(-1) if unit else np.empty(0, dtype)
     og = n_out // groups
-    wmat = np.ascontiguousarray(w64.reshape(groups, og, cg * kh * kw).transpose(0, 2, 1))
-    bias = np.zeros(n_out, np.float64) if b is None else b.astype(np.float64)
+    wmat = np.ascontiguousarray(wk.reshape(groups, og, cg * kh * kw).transpose(0, 2, 1)) if dtype == np.float64 else np.empty(0)
+    bias = np.zeros(n_out, dtype) if b is None else b.astype(dtype)
     rows = tap_targets(h, kh, strides[0], pads[0], dilations[0], ho)
     cols = tap_targets(wd, kw, strides[1], pads[1], dilations[1], wo)
-    return ConvWeights(wt.reshape(-1), wflip, wmat, bias, rows, cols, pads[1], groups, (ho, wo))
+    dense = (w4.astype(np.float32), dict(kernel_shape=[kh, kw], strides=strides, pads=pads, dilations=dilations, group=groups))
+    return ConvWeights(wt.reshape(-1), wflip, wmat, bias, rows, cols, pads[1], groups, (ho, wo), dense)
 
 
-def conv_rows(x: np.ndarray, cw: ConvWeights, path: str) -> np.ndarray:
-    """Conv of a (B, C, H, W) float32 batch by the event or the dense path; (B, O, Ho, Wo) float32."""
+def conv_rows(x: np.ndarray, cw: ConvWeights, path: str, dense: DenseNode | None = None) -> np.ndarray:
+    """Conv of a (B, C, H, W) float32 batch by the event or the dense path (``dense``: onnxruntime's float32 Conv;
+    None: im2col + float64 BLAS); (B, O, Ho, Wo) float32."""
     ho, wo = cw.out_hw
     out = np.empty((x.shape[0], cw.bias.shape[0], ho, wo), np.float32)
     if path == "event":
         conv2d_events(x, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, out, _blocks(x.shape[0]))
         return out
+    if dense is not None:
+        return dense(x, out, numba.get_num_threads())
     groups, k, og = cw.wmat.shape
     cg = k // (cw.rows.shape[1] * cw.cols.shape[1])
     per_block = max(1, DENSE_BLOCK_BYTES // (8 * ho * wo * k))
@@ -194,12 +228,16 @@ def _conv(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value |
         return None
     b = b_val[0] if b_val is not None else None
     in_shape = x.shape[lead - 1:]
-    cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b, in_shape))
+    cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b, in_shape, cache.dtype))
     xs = x.reshape((-1,) + x.shape[lead:])
     if xs.ndim == 3:
         xs = xs[:, :, None, :]
     xs = np.ascontiguousarray(xs, dtype=np.float32)
-    out = conv_rows(xs, cw, cache.choose(step, xs))
+    path = cache.choose(step, xs, cw.wt.size // cw.bias.size)
+    dense = None
+    if path == "dense" and cache.precision == "float32":
+        dense = cache.get((step.name, in_shape, "dense"), lambda: DenseNode("Conv", cw.dense[0], cw.bias, cw.dense[1]))
+    out = conv_rows(xs, cw, path, dense)
     if x.ndim - lead == 2:
         out = out[:, :, 0, :]
     return out.reshape(x.shape[:lead] + out.shape[1:]), dyn
@@ -226,15 +264,15 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
     if not dyn or w[1] or (b_val is not None and b_val[1]) or x.ndim != 5:
         return None
     in_shape = x.shape[1:]
-    cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b_val[0] if b_val is not None else None, in_shape))
+    cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b_val[0] if b_val is not None else None, in_shape, cache.dtype))
     n_out, (ho, wo) = cw.bias.shape[0], cw.out_hw
     n_batch = x.shape[1]
     out_shape = (timesteps, n_batch, n_out, ho, wo)
     if residual is not None and residual.shape != out_shape:
         return None
-    window = _tiling_pool(pool, out_shape[2:], cache) if pool is not None else None
+    window = _tiling_pool(pool, out_shape[2:], cache) if pool is not None and cache.spike_sink is None else None
     xs = np.ascontiguousarray(x, dtype=np.float32)
-    if cache.choose(step, xs) != "event":
+    if cache.choose(step, xs, cw.wt.size // n_out) != "event":
         return None
     p = neuron.neuron
     v_th, shift, v_init = (np.ascontiguousarray(np.broadcast_to(a, (n_out,))) for a in p.per_channel())
@@ -305,18 +343,18 @@ def _fusable(plan: Plan, index: int, env: dict, outputs: set) -> tuple[list[Step
     return None
 
 
-def _matmul_weights(step: Step, args: list):
-    """Weight (K, N) and bias (N,) in float64, rounded exactly as the reference Gemm/MatMul rounds them."""
+def _matmul_weights(step: Step, args: list, dtype=np.float64):
+    """Weight (K, N) and bias (N,) in ``dtype``, rounded exactly as the reference Gemm/MatMul rounds them."""
     w = args[1][0]
     if step.op == "Gemm" and step.attrs.get("transB", 0):
         w = w.T
-    bias = np.zeros(w.shape[-1], np.float64)  # sized after transB: a bias-less Gemm's output width
+    bias = np.zeros(w.shape[-1], dtype)  # sized after transB: a bias-less Gemm's output width
     if step.op == "Gemm":
         w = np.float32(step.attrs.get("alpha", 1.0)) * w.astype(np.float32)
         c = args[2][0] if len(args) > 2 and args[2] is not None else None
         if c is not None:
-            bias = np.broadcast_to((np.float32(step.attrs.get("beta", 1.0)) * c).astype(np.float64).reshape(-1), (w.shape[1],))
-    return np.ascontiguousarray(w, dtype=np.float64), np.ascontiguousarray(bias)
+            bias = np.broadcast_to((np.float32(step.attrs.get("beta", 1.0)) * c).astype(dtype).reshape(-1), (w.shape[1],))
+    return np.ascontiguousarray(w, dtype=dtype), np.ascontiguousarray(bias)
 
 
 def _matmul(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value | None:
@@ -331,13 +369,16 @@ def _matmul(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value
         n_out = w_val[0].shape[0] if step.attrs.get("transB", 0) else w_val[0].shape[1]
         if c is not None and (c[1] or c[0].size not in (1, n_out)):
             return None
-    w, bias = cache.get((step.name,), lambda: _matmul_weights(step, args))
+    w, bias = cache.get((step.name,), lambda: _matmul_weights(step, args, cache.dtype))
     if x.shape[-1] != w.shape[0]:  # the kernel reads w by x's width without bounds checks
         raise SNNFormatError(f"node '{step.name}': {step.op} of {x.shape[-1]} features with a weight for {w.shape[0]} does not fit")
     rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
-    if cache.choose(step, rows) == "event":
-        out = np.empty((rows.shape[0], w.shape[1]), np.float32)
+    path = cache.choose(step, rows, w.shape[0])
+    out = np.empty((rows.shape[0], w.shape[1]), np.float32)
+    if path == "event":
         matmul_events(rows, w.reshape(-1), bias, out, _blocks(rows.shape[0]))
+    elif cache.precision == "float32":
+        cache.get((step.name, "dense"), lambda: DenseNode("Gemm", w, bias))(rows, out, numba.get_num_threads())
     else:
         out = (rows.astype(np.float64) @ w + bias).astype(np.float32)
     return out.reshape(x.shape[:-1] + (w.shape[1],)), dyn
@@ -363,7 +404,7 @@ def _elementwise(step: Step, args: list, cache, timesteps: int) -> Value | None:
     step_rank = next(a[0].ndim - 1 for a in args if a[1])
     if any(not dyn and arr.ndim > step_rank for arr, dyn in args):
         return None
-    return OPS[step.op]([a[0] for a in args], step.attrs)[0], True
+    return cache.ops[step.op]([a[0] for a in args], step.attrs)[0], True
 
 
 def _merged_batch(step: Step, args: list, cache, timesteps: int) -> Value | None:
@@ -377,7 +418,7 @@ def _merged_batch(step: Step, args: list, cache, timesteps: int) -> Value | None
     if step.op == "Flatten" and int(step.attrs.get("axis", 1)) % (x.ndim - 1) == 0:
         return None
     merged = x.reshape((-1,) + x.shape[2:])
-    out = OPS[step.op]([merged] + [a[0] if a is not None else None for a in args[1:]], step.attrs)[0]
+    out = cache.ops[step.op]([merged] + [a[0] if a is not None else None for a in args[1:]], step.attrs)[0]
     return out.reshape((timesteps, -1) + out.shape[1:]), True
 
 
@@ -386,7 +427,7 @@ def _reshape_like(step: Step, args: list, cache, timesteps: int) -> Value | None
     x = args[0][0]
     if any(a is not None and a[1] for a in args[1:]):
         return None
-    one = OPS[step.op]([x[0]] + [a[0] if a is not None else None for a in args[1:]], step.attrs)[0]
+    one = cache.ops[step.op]([x[0]] + [a[0] if a is not None else None for a in args[1:]], step.attrs)[0]
     return x.reshape((timesteps,) + one.shape), True
 
 
@@ -396,9 +437,9 @@ def _transpose(step: Step, args: list, cache, timesteps: int) -> Value | None:
     return np.ascontiguousarray(x.transpose([0] + [p + 1 for p in perm])), True
 
 
-def _per_step(step: Step, args: list, timesteps: int) -> list[Value]:
+def _per_step(step: Step, args: list, timesteps: int, ops: dict) -> list[Value]:
     """Fallback: evaluate the op once per time step (correct for any op, slower)."""
-    per_t = [OPS[step.op]([(a[0][t] if a[1] else a[0]) if a is not None else None for a in args], step.attrs)
+    per_t = [ops[step.op]([(a[0][t] if a[1] else a[0]) if a is not None else None for a in args], step.attrs)
              for t in range(timesteps)]
     return [(np.stack([r[i] for r in per_t]), True) for i in range(len(step.outputs))]
 
@@ -474,13 +515,15 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
                 handler = STATIC.get(step.op) if args[0] is not None and args[0][0].dtype == np.float32 else None
                 value = handler(step, args, cache, timesteps) if handler else None
                 results = [value] if value is not None else \
-                    [(r, False) for r in OPS[step.op]([a[0] if a is not None else None for a in args], step.attrs)]
+                    [(r, False) for r in cache.ops[step.op]([a[0] if a is not None else None for a in args], step.attrs)]
                 if not fresh:
                     state.static.update((name, v[0]) for name, v in zip(step.outputs, results))
             else:
                 handler = DYNAMIC.get(step.op)
                 value = handler(step, args, cache, timesteps) if handler else None
-                results = [value] if value is not None else _per_step(step, args, timesteps)
+                results = [value] if value is not None else _per_step(step, args, timesteps, cache.ops)
+            if step.neuron is not None and cache.spike_sink is not None:
+                cache.spike_sink.setdefault(step.name, []).append(results[0][0] != 0)
             for name, value in zip(step.outputs, results):
                 env[name] = value
                 shapes[name] = value[0].shape[1:] if value[1] else np.shape(value[0])
@@ -503,4 +546,5 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
     shapes.update({name: np.shape(arr) for name, arr in list(feeds.items()) + list(plan.constants.items())})
     stats = layer_stats(plan, counts, shapes, timesteps, times, time.perf_counter() - start)
     stats["node_path"] = dict(cache.paths)
+    stats["precision"] = cache.precision
     return RunResult(outputs, traced if trace else None, stats, timesteps)

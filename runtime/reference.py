@@ -3,7 +3,8 @@
 Step-major: at every time step t = 1..T the whole graph is evaluated once, neurons carry their membrane
 from one step to the next, and graph outputs are averaged over the steps (rate readout, optionally delayed:
 runtime/readout.py). Slow and simple;
-it is the oracle every faster engine is tested against.
+it is the oracle every faster engine is tested against: with the float64 ops (``reference_ops.OPS``, the default)
+it is the float64 reference, with ``FLOAT32_OPS`` the float32 oracle of the event kernels' canonical order.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def initial_membrane(x: np.ndarray, p: NeuronParams) -> np.ndarray:
     return np.broadcast_to(channel_view(p.v_init, x.ndim), x.shape).astype(np.float32)
 
 
-def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trace: bool = False) -> RunResult:
+def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trace: bool = False, ops: dict = OPS) -> RunResult:
     """Simulate ``timesteps`` steps; return the rate readout (and the readout after every step if ``trace``)."""
     membrane: dict[str, np.ndarray] = {}
     spike_counts = {s.name: np.zeros(timesteps, np.int64) for s in plan.neurons}
@@ -70,7 +71,7 @@ def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trac
                     pooled, membrane[step.name] = spike_max_pool_step(args[0], totals, step.attrs)
                     results = [pooled]
                 else:
-                    results = OPS[step.op](args, step.attrs)
+                    results = ops[step.op](args, step.attrs)
                 for name, value in zip(step.outputs, results):
                     env[name] = value
         for name in sums:

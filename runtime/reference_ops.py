@@ -1,10 +1,17 @@
 """Plain NumPy implementations of the standard ONNX ops an SNN graph may contain, applied to one time step.
 
 They are small and literal on purpose: the executable specification that the reference engine runs and
-the oracle the Numba kernels are tested against. Sums are accumulated in float64 and rounded once to float32,
-so that any summation order (BLAS here, event scatter in the kernels) gives the same float32 currents and
-therefore the same spikes. Each takes (inputs, attributes) and returns a list of
-outputs. ``OPS`` is the registry; an op missing from it is not supported by the runtime.
+the oracle the Numba kernels are tested against. ``OPS`` is the registry; an op missing from it is not supported
+by the runtime. Each takes (inputs, attributes) and returns a list of outputs.
+
+Two numerics (design.md 5a, docs/runtime.md "Numerics"):
+
+* ``OPS``, the float64 reference: sums accumulated in float64 and rounded once to float32, so that any summation
+  order (BLAS here, the float64 event scatter) gives the same float32 currents and therefore the same spikes;
+* ``FLOAT32_OPS``: Conv, Gemm and MatMul as float32 products added one by one, in float32, in the canonical order
+  of the float32 event kernels (from the bias, input channel, then kernel row, then kernel column; for a matrix
+  product, k ascending). Skipping a zero input does not change such a sum, so the event kernels equal these ops
+  bit for bit: they are the kernels' oracle. Every other op is the float64 one.
 """
 from __future__ import annotations
 
@@ -40,6 +47,13 @@ def _spatial_pads(attrs: dict, in_spatial: tuple[int, ...], kernel: tuple[int, .
 
 def conv(inputs, attrs):
     """Conv (1-D or 2-D; 1-D is computed as 2-D with height 1), any groups, dilations and pads."""
+    x, w, b, strides, pads, dilations, group, one_d = _conv_geometry(inputs, attrs)
+    out = conv2d(x, w, b, strides, pads, dilations, group)
+    return [out[:, :, 0, :] if one_d else out]
+
+
+def _conv_geometry(inputs, attrs):
+    """(x, w as 2-D, bias or None, strides, pads [t, l, b, r], dilations, group, whether the Conv was 1-D)."""
     x, w = inputs[0], inputs[1]
     b = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
     one_d = x.ndim == 3
@@ -54,9 +68,7 @@ def conv(inputs, attrs):
     pads = _spatial_pads(attrs, x.shape[2:] if not one_d else (x.shape[3],), tuple(kernel), strides, dilations)
     if one_d:
         strides, dilations, pads = [1] + strides, [1] + dilations, [0, pads[0], 0, pads[1]]
-    group = int(attrs.get("group", 1))
-    out = conv2d(x, w, b, strides, pads, dilations, group)
-    return [out[:, :, 0, :] if one_d else out]
+    return x, w, b, strides, pads, dilations, int(attrs.get("group", 1)), one_d
 
 
 def conv2d(x, w, b, strides, pads, dilations, group):
@@ -78,13 +90,62 @@ def conv2d(x, w, b, strides, pads, dilations, group):
     return out.astype(np.float32)
 
 
+def conv_float32(inputs, attrs):
+    """Conv as ``conv``, with float32 products added one by one from the bias in canonical order (input channel,
+    kernel row, kernel column), one tap at a time over every output."""
+    x, w, b, strides, pads, dilations, group, one_d = _conv_geometry(inputs, attrs)
+    n_out, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    xp = np.pad(x.astype(np.float32), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    ho = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    wo = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    og = n_out // group
+    bias = np.zeros(n_out, np.float32) if b is None else b.astype(np.float32)
+    acc = np.broadcast_to(bias.reshape(1, -1, 1, 1), (x.shape[0], n_out, ho, wo)).copy()
+    w = w.astype(np.float32)
+    for g in range(group):
+        for ci in range(cg):
+            for ky in range(kh):
+                for kx in range(kw):
+                    tap = xp[:, g * cg + ci, ky * dh:ky * dh + sh * (ho - 1) + 1:sh, kx * dw:kx * dw + sw * (wo - 1) + 1:sw]
+                    acc[:, g * og:(g + 1) * og] += tap[:, None] * w[g * og:(g + 1) * og, ci, ky, kx].reshape(1, -1, 1, 1)
+    return [acc[:, :, 0, :] if one_d else acc]
+
+
+def _sum_k_float32(a: np.ndarray, b: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """acc + a @ b in float32, the products of each k added one by one, k ascending."""
+    for k in range(a.shape[-1]):
+        acc = acc + a[..., :, k:k + 1] * b[..., k:k + 1, :]
+    return acc
+
+
+def _gemm_operands(inputs, attrs, a_dtype):
+    """A (in ``a_dtype``) and B (float32) of a Gemm, transposed as its attributes say, and C or None."""
+    a, b = inputs[0].astype(a_dtype), inputs[1].astype(np.float32)
+    a, b = (a.T if attrs.get("transA", 0) else a), (b.T if attrs.get("transB", 0) else b)
+    return a, b, inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+
+
+def gemm_float32(inputs, attrs):
+    """Gemm as ``gemm``, in float32: from beta * C (rounded to float32), alpha * B rounded once, k ascending."""
+    a, b, c = _gemm_operands(inputs, attrs, np.float32)
+    acc = np.zeros((a.shape[0], b.shape[1]), np.float32)
+    if c is not None:
+        acc = acc + (np.float32(attrs.get("beta", 1.0)) * c).astype(np.float32)
+    return [_sum_k_float32(a, np.float32(attrs.get("alpha", 1.0)) * b, acc)]
+
+
+def matmul_float32(inputs, attrs):
+    """MatMul as ``matmul``, in float32, k ascending."""
+    a, b = inputs[0], inputs[1]
+    if not np.issubdtype(np.result_type(a, b), np.floating) or a.ndim < 2 or b.ndim < 2:
+        return matmul(inputs, attrs)
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    return [_sum_k_float32(a, b, np.zeros(np.broadcast_shapes(a.shape[:-1] + (1,), b.shape[:-2] + (1, b.shape[-1])), np.float32))]
+
+
 def gemm(inputs, attrs):
-    a, b = inputs[0].astype(np.float64), inputs[1].astype(np.float32)
-    c = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
-    if attrs.get("transA", 0):
-        a = a.T
-    if attrs.get("transB", 0):
-        b = b.T
+    a, b, c = _gemm_operands(inputs, attrs, np.float64)
     y = a @ (np.float32(attrs.get("alpha", 1.0)) * b).astype(np.float64)
     if c is not None:
         y = y + (np.float32(attrs.get("beta", 1.0)) * c).astype(np.float64)
@@ -436,3 +497,4 @@ OPS: dict[str, Callable] = {
     "Resize": resize,
     "Cast": lambda inputs, attrs: [inputs[0].astype(_ONNX_DTYPES.get(int(attrs["to"]), np.float32))],
 }
+FLOAT32_OPS: dict[str, Callable] = dict(OPS, Conv=conv_float32, Gemm=gemm_float32, MatMul=matmul_float32)

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 import onnx
 
-from .engine import KernelCache, RunState, run_numba
+from .engine import PRECISIONS, KernelCache, RunState, run_numba
 from .errors import InputError, SNNFormatError
 from .format import load_snn, metadata
 from .plan import TensorInfo, compile_plan
@@ -39,14 +39,18 @@ class NodeArg:
 class InferenceSession:
     """Run an ``*.snn.onnx`` file for T time steps on CPU.
 
-    ``threads`` caps the Numba threads (None: all cores). ``engine`` is "auto" (layer-major Numba engine; each
-    linear layer takes the event-driven or the dense BLAS path from its measured spike density), "event" or
-    "dense" (one path everywhere, for benchmarking), or "reference" (the literal NumPy engine, for checking). Calls are serialised by a lock: one session
-    may be shared by several Python threads, each call then runs with all its threads.
+    ``threads`` caps the threads (None: all cores). ``engine`` is "auto" (layer-major Numba engine; each
+    linear layer takes the event-driven or the dense path from its measured spike density), "event" or
+    "dense" (one path everywhere, for benchmarking), or "reference" (the literal NumPy engine, for checking).
+    ``precision``: "float32" (the Numba engines' default: float32 sums in a fixed order, deterministic and the same
+    for any thread count) or "float64" (the exact engine of earlier releases, equal to the float64 reference;
+    slower). The reference engine is float64 unless asked for "float32": then it is the float32 oracle, whose
+    sums the event path equals bit for bit (docs/runtime.md, "Numerics"). Calls are serialised by a lock: one
+    session may be shared by several Python threads, each call then runs with all its threads.
     """
 
     def __init__(self, path_or_model: str | os.PathLike | bytes | onnx.ModelProto, threads: int | None = None,
-                 engine: str = "auto", chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+                 engine: str = "auto", chunk_bytes: int = DEFAULT_CHUNK_BYTES, precision: str | None = None):
         model = load_snn(path_or_model)   # not kept: the plan holds the weights (a second copy would double memory)
         self._plan = compile_plan(model)
         self.metadata = metadata(model)
@@ -55,11 +59,14 @@ class InferenceSession:
         if engine not in ENGINES:
             raise InputError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.engine = engine
+        if precision is not None and precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision or ("float64" if engine == "reference" else "float32")
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)) or chunk_bytes < 1:
             raise InputError(f"chunk_bytes must be a positive integer, got {chunk_bytes!r}")
         self.chunk_bytes = int(chunk_bytes)
         self.stats: dict = {}
-        self._cache = KernelCache(engine if engine != "reference" else "auto")
+        self._cache = KernelCache(engine if engine != "reference" else "auto", self.precision)
         self._lock = threading.Lock()
 
     @property
@@ -149,7 +156,7 @@ class InferenceSession:
 
     def _run_once(self, feeds, steps, trace, early_stop) -> RunResult:
         if self.engine == "reference":
-            return run_reference(self._plan, feeds, steps, trace)
+            return run_reference(self._plan, feeds, steps, trace, self._cache.ops)
         if not early_stop:
             result = run_numba(self._plan, feeds, steps, self._cache, trace)
             result.stats["steps_used"] = steps

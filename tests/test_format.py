@@ -58,9 +58,10 @@ def test_per_channel_tensor_attributes_are_read_and_run(snn_model):
     p = fmt.neuron_params(node)
     assert p.v_th.tolist() == pytest.approx(v_th.tolist()) and p.channels == channels
     x = np.random.default_rng(1).random((8, 12)).astype(np.float32)
-    fast = InferenceSession(model).run(None, {"x": x}, timesteps=8)[0]
-    ref = InferenceSession(model, engine="reference").run(None, {"x": x}, timesteps=8)[0]
-    np.testing.assert_array_equal(fast, ref)
+    for engine, precision in (("auto", "float64"), ("event", "float32")):  # each equals its reference bit for bit
+        fast = InferenceSession(model, engine=engine, precision=precision).run(None, {"x": x}, timesteps=8)[0]
+        ref = InferenceSession(model, engine="reference", precision=precision).run(None, {"x": x}, timesteps=8)[0]
+        np.testing.assert_array_equal(fast, ref)
 
 
 def _edited(model, mutate):

@@ -1,26 +1,39 @@
-"""Every Numba kernel against the plain NumPy reference ops, and bit-identical for any thread count."""
+"""Every Numba kernel against its plain NumPy oracle, bit for bit, and bit-identical for any thread count: the
+float32 kernels against ``FLOAT32_OPS`` (float32 sums in the canonical order), the float64 ones against ``OPS``;
+the float32 dense path (onnxruntime) against the float64 reference within float32's error bound."""
 import numba
 import numpy as np
 import pytest
 
 from runtime.engine import KernelCache, _avg_pool, _conv, _matmul
 from runtime.plan import Step
-from runtime.reference_ops import OPS
+from runtime.reference_ops import FLOAT32_OPS, OPS
 
 T = 3
+PRECISIONS = ["float32", "float64"]
 
 
 def spikes(rng, shape, density=0.2, v_th=0.8):
     return ((rng.random(shape) < density) * v_th).astype(np.float32)
 
 
-def run_dynamic(handler, step, x, *consts):
-    """Run a kernel handler on a (T, N, ...) spike array; compare against the reference op per step."""
+def run_dynamic(handler, step, x, *consts, precision="float32", mode="auto"):
+    """Run a kernel handler on a (T, N, ...) spike array; return it and the precision's oracle op, per step."""
     args = [(x, True)] + [(c, False) if c is not None else None for c in consts]
-    out, dynamic = handler(step, args, KernelCache(), x.shape[0])
+    out, dynamic = handler(step, args, KernelCache(mode, precision), x.shape[0])
     assert dynamic
-    ref = np.stack([OPS[step.op]([x[t]] + list(consts), step.attrs)[0] for t in range(x.shape[0])])
+    ops = FLOAT32_OPS if precision == "float32" else OPS
+    ref = np.stack([ops[step.op]([x[t]] + list(consts), step.attrs)[0] for t in range(x.shape[0])])
     return out, ref
+
+
+def float32_error_bound(step, x, *consts):
+    """A bound on |float32 sum - exact sum| for each output of a linear op on x: (terms + 1) * 2^-24 * sum of the
+    terms' magnitudes (the classic bound n u / (1 - n u), with room to spare), from the float64 op on |x|, |w|, |b|."""
+    magnitudes = np.stack([OPS[step.op]([np.abs(x[t])] + [np.abs(c) if c is not None else None for c in consts], step.attrs)[0]
+                           for t in range(x.shape[0])]).astype(np.float64)
+    terms = consts[0].size // (consts[0].shape[0] if step.op == "Conv" else 1) + 1
+    return 2 * (terms + 1) * 2.0 ** -24 * magnitudes
 
 
 CONV_CASES = [
@@ -34,41 +47,102 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: str(c["attrs"]))
-def test_conv_events_equal_reference(rng, case):
+def conv_inputs(rng, case, x_shape, density=0.2):
     group = case["attrs"].get("group", 1)
     w = rng.standard_normal((case["c_out"], case["c_in"] // group, case["k"], case["k"])).astype(np.float32)
     b = rng.standard_normal(case["c_out"]).astype(np.float32)
-    x = spikes(rng, (T, 2, case["c_in"], 9, 11))
     step = Step("conv", "Conv", ("x", "w", "b"), ("y",), dict(kernel_shape=[case["k"]] * 2, **case["attrs"]))
-    out, ref = run_dynamic(_conv, step, x, w, b)
+    return step, w, b, spikes(rng, x_shape, density)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: str(c["attrs"]))
+def test_conv_events_equal_their_oracle(rng, case, precision):
+    """float32: products added in float32 in (channel, row, column) order, skipping zero inputs, which such a
+    sum does not notice; float64: float64 sums rounded once, the same float32 in any order."""
+    step, w, b, x = conv_inputs(rng, case, (T, 2, case["c_in"], 9, 11), density=0.5)
+    out, ref = run_dynamic(_conv, step, x, w, b, precision=precision, mode="event")
     assert out.shape == ref.shape
-    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
-    np.testing.assert_array_equal(out, ref)  # float64 sums rounded once: the same float32 either way
+    np.testing.assert_array_equal(out, ref)
+    if precision == "float32":  # the oracle is a float32 sum: not the float64 reference's bits, within its error
+        exact = np.stack([OPS["Conv"]([x[t], w, b], step.attrs)[0] for t in range(T)])
+        assert not np.array_equal(out, exact)
+        assert np.all(np.abs(out.astype(np.float64) - exact) <= float32_error_bound(step, x, w, b))
 
 
-def test_conv1d_events_equal_reference(rng):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_conv1d_events_equal_their_oracle(rng, precision):
     w = rng.standard_normal((4, 3, 3)).astype(np.float32)
     x = spikes(rng, (T, 2, 3, 10))
     step = Step("conv", "Conv", ("x", "w"), ("y",), dict(kernel_shape=[3], pads=[1, 0], strides=[2]))
-    out, ref = run_dynamic(_conv, step, x, w, None)
+    out, ref = run_dynamic(_conv, step, x, w, None, precision=precision, mode="event")
     np.testing.assert_array_equal(out, ref)
 
 
-@pytest.mark.parametrize("attrs", [dict(transB=1), dict(transB=0, alpha=0.5, beta=2.0)])
-def test_gemm_events_equal_reference(rng, attrs):
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("attrs", [dict(transB=1), dict(transB=0, alpha=0.5, beta=2.0), dict(transB=1, alpha=0.75)])
+def test_gemm_events_equal_their_oracle(rng, attrs, precision):
     w = rng.standard_normal((7, 13) if attrs.get("transB") else (13, 7)).astype(np.float32)
-    c = rng.standard_normal(7).astype(np.float32)
-    x = spikes(rng, (T, 5, 13))
-    out, ref = run_dynamic(_matmul, Step("fc", "Gemm", ("x", "w", "c"), ("y",), attrs), x, w, c)
+    c = rng.standard_normal(7).astype(np.float32) if "beta" in attrs or "alpha" not in attrs else None
+    x = spikes(rng, (T, 5, 13), density=0.5)
+    step = Step("fc", "Gemm", ("x", "w", "c") if c is not None else ("x", "w"), ("y",), attrs)
+    out, ref = run_dynamic(_matmul, step, x, w, *([c] if c is not None else []), precision=precision, mode="event")
     np.testing.assert_array_equal(out, ref)
 
 
-def test_matmul_events_equal_reference(rng):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_matmul_events_equal_their_oracle(rng, precision):
     w = rng.standard_normal((6, 4)).astype(np.float32)
-    x = spikes(rng, (T, 2, 3, 6))
-    out, ref = run_dynamic(_matmul, Step("mm", "MatMul", ("x", "w"), ("y",), {}), x, w)
+    x = spikes(rng, (T, 2, 3, 6), density=0.5)
+    out, ref = run_dynamic(_matmul, Step("mm", "MatMul", ("x", "w"), ("y",), {}), x, w, precision=precision, mode="event")
     np.testing.assert_array_equal(out, ref)
+
+
+def test_float32_oracle_is_the_literal_sum(rng):
+    """The oracle itself: each Conv output is bias + its taps' products in (channel, row, column) order, one float32
+    addition at a time (a plain loop over one output), and a Gemm output is bias + products in k order."""
+    step, w, b, x = conv_inputs(rng, CONV_CASES[0], (2, 3, 6, 7), density=0.6)
+    out = FLOAT32_OPS["Conv"]([x, w, b], step.attrs)[0]
+    for (n, o, i, j) in [(0, 0, 0, 0), (1, 4, 3, 5), (0, 2, 5, 6)]:
+        acc = b[o]
+        for c in range(3):
+            for ky in range(3):
+                for kx in range(3):
+                    y, xx = i + ky - 1, j + kx - 1
+                    if 0 <= y < 6 and 0 <= xx < 7:
+                        acc = np.float32(acc + np.float32(x[n, c, y, xx] * w[o, c, ky, kx]))
+        assert out[n, o, i, j] == acc
+    a, m, c = x.reshape(2, -1), rng.standard_normal((126, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    got = FLOAT32_OPS["Gemm"]([a, m, c], {})[0]
+    acc = c[1]
+    for k in range(126):
+        acc = np.float32(acc + np.float32(a[1, k] * m[k, 1]))
+    assert got[1, 1] == acc
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: str(c["attrs"]))
+def test_float32_dense_conv_is_within_float32_error(rng, case):
+    """The float32 dense path (onnxruntime's Conv, its own summation order) is within float32's error bound of the
+    exact (float64) sum, and bit-identical for 1 and 2 threads."""
+    step, w, b, x = conv_inputs(rng, case, (T, 20, case["c_in"], 9, 11), density=0.5)
+    outs = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        numba.set_num_threads(threads)
+        outs.append(run_dynamic(_conv, step, x, w, b, mode="dense")[0])
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    exact = np.stack([OPS["Conv"]([x[t], w, b], step.attrs)[0] for t in range(T)])
+    assert np.all(np.abs(outs[0].astype(np.float64) - exact) <= float32_error_bound(step, x, w, b))
+
+
+def test_float32_dense_gemm_is_within_float32_error(rng):
+    w, c = rng.standard_normal((7, 300)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    x = spikes(rng, (T, 40, 300), density=0.5)
+    step = Step("fc", "Gemm", ("x", "w", "c"), ("y",), dict(transB=1, alpha=0.5))
+    out = run_dynamic(_matmul, step, x, w, c, mode="dense")[0]
+    exact = np.stack([OPS["Gemm"]([x[t], w, c], step.attrs)[0] for t in range(T)])
+    magnitudes = np.stack([OPS["Gemm"]([x[t], np.abs(w), np.abs(c)], step.attrs)[0] for t in range(T)])
+    assert np.all(np.abs(out.astype(np.float64) - exact) <= 2 * 302 * 2.0 ** -24 * magnitudes)
 
 
 POOL_CASES = [
@@ -102,65 +176,27 @@ def test_avg_pool_reference_matches_onnxruntime(rng):
         np.testing.assert_allclose(OPS["AveragePool"]([x], attrs)[0], want, rtol=1e-6, atol=1e-6, err_msg=str(attrs))
 
 
-def test_kernels_bit_identical_for_any_thread_count(rng):
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("mode", ["event", "dense"])
+def test_kernels_bit_identical_for_any_thread_count(rng, mode, precision):
     w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
     x = spikes(rng, (4, 6, 4, 12, 12))
     step = Step("conv", "Conv", ("x", "w"), ("y",), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    fc = Step("fc", "Gemm", ("x", "w"), ("y",), dict(transB=1))
+    wf, xf = rng.standard_normal((5, 64)).astype(np.float32), spikes(rng, (4, 30, 64))
     results = []
     for threads in (1, 2):
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        results.append(_conv(step, [(x, True), (w, False)], KernelCache(), 4)[0])
+        results.append((_conv(step, [(x, True), (w, False)], KernelCache(mode, precision), 4)[0],
+                        _matmul(fc, [(xf, True), (wf, False)], KernelCache(mode, precision), 4)[0]))
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    np.testing.assert_array_equal(results[0], results[1])
-
-
-def canonical_float32_conv(x, w, b, attrs):
-    """Conv as float32 products added one by one from the bias, in (input channel, kernel row, kernel column)
-    order for every output (plain NumPy, one tap at a time)."""
-    from runtime.reference_ops import _spatial_pads
-    n_out, cg, kh, kw = w.shape
-    sh, sw = attrs.get("strides", [1, 1])
-    dh, dw = attrs.get("dilations", [1, 1])
-    pads = _spatial_pads(attrs, x.shape[2:], (kh, kw), [sh, sw], [dh, dw])
-    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    ho = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
-    wo = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
-    groups = attrs.get("group", 1)
-    og = n_out // groups
-    acc = np.broadcast_to(b.reshape(1, -1, 1, 1), (x.shape[0], n_out, ho, wo)).copy()
-    for g in range(groups):
-        for ci in range(cg):
-            for ky in range(kh):
-                for kx in range(kw):
-                    tap = xp[:, g * cg + ci, ky * dh:ky * dh + sh * (ho - 1) + 1:sh, kx * dw:kx * dw + sw * (wo - 1) + 1:sw]
-                    acc[:, g * og:(g + 1) * og] += tap[:, None] * w[g * og:(g + 1) * og, ci, ky, kx].reshape(1, -1, 1, 1)
-    return acc
-
-
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: str(c["attrs"]))
-def test_conv_event_kernel_sums_float32_in_canonical_order(rng, case):
-    """Given float32 weights, the event kernel adds float32 products in (channel, row, column) order, skipping
-    zero inputs, which a float32 sum does not notice: the claim behind the float32 lever measured by
-    benchmarks/scatter_floor.py (the engine itself passes float64 weights)."""
-    from runtime.engine import _conv_weights
-    from runtime.kernels.conv import conv2d_events
-    group = case["attrs"].get("group", 1)
-    w = rng.standard_normal((case["c_out"], case["c_in"] // group, case["k"], case["k"])).astype(np.float32)
-    b = rng.standard_normal(case["c_out"]).astype(np.float32)
-    x = spikes(rng, (5, case["c_in"], 9, 11), density=0.5)
-    step = Step("conv", "Conv", ("x", "w", "b"), ("y",), dict(kernel_shape=[case["k"]] * 2, **case["attrs"]))
-    cw = _conv_weights(step, w, b, x.shape)
-    out = np.empty((x.shape[0], case["c_out"]) + cw.out_hw, np.float32)
-    f32 = (lambda a: np.ascontiguousarray(a, np.float32))
-    conv2d_events(x, f32(cw.wt), f32(cw.wflip), f32(cw.bias), cw.rows, cw.cols, cw.pad_w, cw.groups, out, 2)
-    want = canonical_float32_conv(x, w, b, case["attrs"])
-    np.testing.assert_array_equal(out, want)
-    assert not np.array_equal(out, run_dynamic(_conv, step, x[None], w, b)[1][0])  # float32 sums differ from float64's
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_fused_conv_if_kernel_float32_sums_are_canonical(rng):
     """The fused Conv+IF kernel shares the scatter: with float32 weights its spikes are those of IF neurons
-    driven by the canonical float32 current (what benchmarks/scatter_floor.py times as the float32 lever)."""
+    driven by the canonical float32 current of the oracle, to the membranes' last bit."""
     from runtime.engine import _conv_weights
     from runtime.kernels.conv import conv2d_events_if
     steps, n, c_in, c_out = 4, 3, 4, 6
@@ -168,19 +204,18 @@ def test_fused_conv_if_kernel_float32_sums_are_canonical(rng):
     b = rng.standard_normal(c_out).astype(np.float32)
     x = spikes(rng, (steps, n, c_in, 8, 9), density=0.4)
     attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
-    cw = _conv_weights(Step("conv", "Conv", ("x", "w", "b"), ("y",), attrs), w, b, x.shape[1:])
+    cw = _conv_weights(Step("conv", "Conv", ("x", "w", "b"), ("y",), attrs), w, b, x.shape[1:], np.float32)
     ho, wo = cw.out_hw
     v_th, shift = np.full(c_out, 1.5, np.float32), np.full(c_out, 0.125, np.float32)
     v = np.full(n * ho * wo * c_out, 0.75, np.float32)
     out = np.empty((steps, n, c_out, ho, wo), np.float32)
-    f32 = (lambda a: np.ascontiguousarray(a, np.float32))
-    conv2d_events_if(x, f32(cw.wt), f32(cw.wflip), f32(cw.bias), cw.rows, cw.cols, cw.pad_w, cw.groups,
+    conv2d_events_if(x, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups,
                      np.array([ho, wo], np.int64), np.empty((0,) * 5, np.float32), v_th, shift, True, v,
                      np.empty(0, np.int64), 1.0, out, np.zeros((1, steps), np.int64), np.zeros((1, 1), np.int64))
     membrane = np.full((n, c_out, ho, wo), 0.75, np.float32)
     th, sh = v_th[0], shift[0]
     for t in range(steps):
-        membrane = membrane + (canonical_float32_conv(x[t], w, b, attrs) + sh)
+        membrane = membrane + (FLOAT32_OPS["Conv"]([x[t], w, b], attrs)[0] + sh)
         fired = membrane >= th
         np.testing.assert_array_equal(out[t], np.where(fired, th, np.float32(0)))
         membrane = np.where(fired, membrane - th, membrane)

@@ -49,13 +49,15 @@ def test_the_readout_averages_the_steps_after_start(snn, engine, start):
         np.testing.assert_allclose(trace[t - 1], row, rtol=0, atol=1e-5)
 
 
-def test_engines_agree_and_a_run_shorter_than_the_delay_reads_out_every_step(snn):
+@pytest.mark.parametrize("engine, precision", [("auto", "float64"), ("event", "float32")])
+def test_engines_agree_and_a_run_shorter_than_the_delay_reads_out_every_step(snn, engine, precision):
     conv, x = snn
     delayed = _with_start(conv.model, 3)
-    fast, ref = InferenceSession(delayed), InferenceSession(delayed, engine="reference")
+    fast = InferenceSession(delayed, engine=engine, precision=precision)
+    ref = InferenceSession(delayed, engine="reference", precision=precision)
     for steps in (2, 3, 4, T):
         np.testing.assert_array_equal(fast.run(None, {"x": x}, timesteps=steps)[0], ref.run(None, {"x": x}, timesteps=steps)[0])
-    np.testing.assert_array_equal(fast.run(None, {"x": x}, timesteps=3)[0], InferenceSession(conv.model).run(None, {"x": x}, timesteps=3)[0])
+    np.testing.assert_array_equal(fast.run(None, {"x": x}, timesteps=3)[0], InferenceSession(conv.model, engine=engine, precision=precision).run(None, {"x": x}, timesteps=3)[0])
 
 
 def test_blocks_of_steps_cross_the_start_like_one_run(snn):

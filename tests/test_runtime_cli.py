@@ -33,3 +33,21 @@ def test_run_engine_early_stop_and_stats(snn_file, capsys, engine):
 def test_run_refuses_a_bad_early_stop(snn_file, capsys):
     code = main(["run", str(snn_file / "m.snn.onnx"), "--input", str(snn_file / "x.npy"), "--early-stop", "0"])
     assert code == 2 and "early-stop" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine, precision", [("auto", "float64"), ("event", "float32")])
+def test_run_precision_matches_the_reference_of_that_precision(snn_file, capsys, engine, precision):
+    """--precision float64 is the exact engine (equals the float64 reference); float32's event path equals the
+    float32 oracle (the reference engine with --precision float32); the stats say which ran."""
+    outputs = {}
+    for name, eng in (("fast", engine), ("reference", "reference")):
+        y, stats = snn_file / f"{name}.npy", snn_file / f"{name}.json"
+        code = main(["run", str(snn_file / "m.snn.onnx"), "--input", str(snn_file / "x.npy"), "--timesteps", "8", "--engine", eng,
+                     "--precision", precision, "--output", str(y), "--stats", str(stats), "-q"])
+        assert code == 0, capsys.readouterr().err
+        outputs[name] = np.load(y)
+        if eng != "reference":
+            assert json.loads(stats.read_text())["precision"] == precision
+    np.testing.assert_array_equal(outputs["fast"], outputs["reference"])
+    assert main(["run", str(snn_file / "m.snn.onnx"), "--input", str(snn_file / "x.npy"), "--precision", "float16"]) == 2
+    assert "--precision" in capsys.readouterr().err

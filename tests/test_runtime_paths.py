@@ -1,5 +1,6 @@
-"""Event, dense and auto paths against the NumPy reference; the auto rule on both sides of its crossover;
-early stop; dense MAC equivalent in the stats."""
+"""Event, dense and auto paths against their oracles (float64: the NumPy reference, both paths bit for bit;
+float32: the event path against the canonical float32 ops bit for bit, the dense path within float32's error
+bound); the auto rule on both sides of its crossover; early stop; dense MAC equivalent in the stats."""
 import numba
 import numpy as np
 import pytest
@@ -7,12 +8,12 @@ from conftest import cnn, mlp
 
 import converter
 from test_engines import converted
-from test_kernels import CONV_CASES, T, run_dynamic, spikes
+from test_kernels import CONV_CASES, PRECISIONS, T, float32_error_bound, run_dynamic, spikes
 
 from runtime import InferenceSession, InputError
-from runtime.engine import EVENT_MAX_DENSITY, KernelCache, _conv, _matmul
+from runtime.engine import KernelCache, _conv, _matmul
 from runtime.plan import Step, compile_plan
-from runtime.reference_ops import OPS
+from runtime.reference_ops import FLOAT32_OPS, OPS
 
 CASES = CONV_CASES + [dict(c_in=3, c_out=4, k=3, attrs=dict(strides=[2, 1], pads=[1, 2, 0, 1]))]  # unit-width kernel, row stride 2
 
@@ -24,55 +25,85 @@ def conv_case(rng, case):
     return Step("conv", "Conv", ("x", "w", "b"), ("y",), dict(kernel_shape=[case["k"]] * 2, **case["attrs"])), w, b
 
 
+def assert_path_result(out, step, x, consts, path, precision):
+    """float64: both paths equal the float64 reference; float32: the event path equals the float32 oracle, the
+    dense path (onnxruntime) is within float32's error bound of the exact sum."""
+    if precision == "float32" and path == "dense":
+        exact = np.stack([OPS[step.op]([x[t]] + consts, step.attrs)[0] for t in range(x.shape[0])])
+        assert np.all(np.abs(out.astype(np.float64) - exact) <= float32_error_bound(step, x, *consts))
+    else:
+        ops = FLOAT32_OPS if precision == "float32" else OPS
+        np.testing.assert_array_equal(out, np.stack([ops[step.op]([x[t]] + consts, step.attrs)[0] for t in range(x.shape[0])]))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("mode", ["event", "dense"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: str(c["attrs"]))
-def test_conv_paths_equal_reference(rng, case, mode):
+def test_conv_paths_equal_their_oracle(rng, case, mode, precision):
     step, w, b = conv_case(rng, case)
     x = spikes(rng, (T, 2, case["c_in"], 9, 11))
-    args = [(x, True), (w, False), (b, False)]
-    cache = KernelCache(mode)
-    out, _ = _conv(step, args, cache, T)
-    ref = np.stack([OPS["Conv"]([x[t], w, b], step.attrs)[0] for t in range(T)])
+    cache = KernelCache(mode, precision)
+    out, _ = _conv(step, [(x, True), (w, False), (b, False)], cache, T)
     assert cache.paths == {"conv": mode}
-    np.testing.assert_array_equal(out, ref)
+    assert_path_result(out, step, x, [w, b], mode, precision)
 
 
-def test_static_conv_and_gemm_use_the_kernels(rng):
-    """The analog (static) part runs through the same kernels, once, and equals the reference op."""
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_static_conv_and_gemm_use_the_kernels(rng, precision):
+    """The analog (static) part runs through the same kernels, once (a dense input: the dense path)."""
     step, w, b = conv_case(rng, CONV_CASES[0])
     x = rng.random((3, 3, 9, 11)).astype(np.float32)
-    out, dynamic = _conv(step, [(x, False), (w, False), (b, False)], KernelCache(), T)
-    assert not dynamic
-    np.testing.assert_array_equal(out, OPS["Conv"]([x, w, b], step.attrs)[0])
+    cache = KernelCache("auto", precision)
+    out, dynamic = _conv(step, [(x, False), (w, False), (b, False)], cache, T)
+    assert not dynamic and cache.paths == {"conv": "dense"}
+    assert_path_result(out[None], step, x[None], [w, b], "dense", precision)
 
 
-@pytest.mark.parametrize("density", [EVENT_MAX_DENSITY / 4, min(1.0, EVENT_MAX_DENSITY * 2)])
-def test_auto_rule_on_both_sides_of_the_crossover(rng, density):
-    step, w, b = conv_case(rng, CONV_CASES[1])
-    x = spikes(rng, (T, 4, 4, 9, 11), density=density)
-    cache = KernelCache("auto")
-    out, ref = run_dynamic(lambda *a: _conv(*a[:2], cache, a[3]), step, x, w, b)
-    assert cache.paths["conv"] == ("event" if density <= EVENT_MAX_DENSITY else "dense")
-    np.testing.assert_array_equal(out, ref)
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("side", ["below", "above"])
+def test_auto_rule_on_both_sides_of_the_crossover(rng, side, precision):
+    cache = KernelCache("auto", precision)
+    step, w, b = conv_case(rng, dict(c_in=16, c_out=6, k=3, attrs=dict(strides=[2, 2], pads=[0, 1, 1, 0])))
+    path = "event" if side == "below" else "dense"
+
+    def density(fan_in):
+        crossover = cache.max_event_density(fan_in)
+        assert 0 < crossover < 1
+        return crossover / 4 if side == "below" else (1 + crossover) / 2
+
+    x = spikes(rng, (T, 4, 16, 9, 11), density=density(w[0].size))
+    out, _ = _conv(step, [(x, True), (w, False), (b, False)], cache, T)
+    assert cache.paths["conv"] == path
+    assert_path_result(out, step, x, [w, b], path, precision)
     fc = Step("fc", "Gemm", ("x", "w", "c"), ("y",), dict(transB=1))
-    wf, c = rng.standard_normal((7, 13)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
-    xf = spikes(rng, (T, 5, 13), density=density)
-    out, ref = run_dynamic(lambda *a: _matmul(*a[:2], cache, a[3]), fc, xf, wf, c)
-    assert cache.paths["fc"] == ("event" if density <= EVENT_MAX_DENSITY else "dense")
-    np.testing.assert_array_equal(out, ref)
+    wf, c = rng.standard_normal((7, 300)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    xf = spikes(rng, (T, 5, 300), density=density(300))
+    out, _ = _matmul(fc, [(xf, True), (wf, False), (c, False)], cache, T)
+    assert cache.paths["fc"] == path
+    assert_path_result(out, fc, xf, [wf, c], path, precision)
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("engine", ["event", "dense", "auto"])
-def test_engines_equal_reference_and_bit_identical_across_threads(engine):
-    snn, x = converted(cnn(), (2, 12, 12))
+def test_engines_equal_reference_and_bit_identical_across_threads(engine, precision):
+    """Bit-identical for 1 and 2 threads (and chunked); float64 equals the reference, float32's event engine
+    equals the float32 oracle engine bit for bit, and every float32 engine is within 1e-5 of the reference here."""
+    snn, _ = converted(cnn(), (2, 12, 12))
+    x = np.random.default_rng(4).random((40, 2, 12, 12)).astype(np.float32)
     ref = InferenceSession(snn, engine="reference").run(None, {"x": x}, timesteps=8)[0]
     outs = []
-    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-        sess = InferenceSession(snn, engine=engine, threads=threads)
+    for threads, chunk in ((1, 1 << 30), (min(2, numba.config.NUMBA_NUM_THREADS), 1 << 30), (2, 20000)):
+        sess = InferenceSession(snn, engine=engine, threads=threads, precision=precision, chunk_bytes=chunk)
         outs.append(sess.run(None, {"x": x}, timesteps=8)[0])
-        assert set(sess.stats["node_path"].values()) <= {"event", "dense"}
-    np.testing.assert_array_equal(outs[0], outs[1])
+        assert set(sess.stats["node_path"].values()) <= {"event", "dense"} and sess.stats["precision"] == precision
+    for out in outs[1:]:
+        np.testing.assert_array_equal(outs[0], out)
     np.testing.assert_allclose(outs[0], ref, rtol=0, atol=1e-5)
+    if precision == "float64":
+        np.testing.assert_array_equal(outs[0], ref)
+    if engine == "event":
+        oracle = InferenceSession(snn, engine="reference", precision=precision).run(None, {"x": x}, timesteps=8)[0]
+        np.testing.assert_array_equal(outs[0], oracle)
 
 
 def test_early_stop_reports_steps_and_matches_the_full_trace():
@@ -216,12 +247,12 @@ def test_known_densities_equal_counted_ones(name, monkeypatch):
     seen = []
     choose = engine.KernelCache.choose
 
-    def checked(self, step, x):
+    def checked(self, step, x, fan_in):
         known = self.densities.get(step.inputs[0])
         if known is not None:
             seen.append(step.name)
             assert known == engine.density(x), step.name
-        return choose(self, step, x)
+        return choose(self, step, x, fan_in)
 
     monkeypatch.setattr(engine.KernelCache, "choose", checked)
     sess = InferenceSession(snn)

@@ -4,10 +4,10 @@ Event kernels give every thread a block of whole samples (and its own scratch ac
 block: fresh large allocations per sample cost page faults), so no two threads write the same output and the
 accumulation order per output is fixed: bit-identical results for any thread count. Indices are unsigned so
 that Numba emits no negative-index wraparound and LLVM vectorises the inner loops. The accumulator has the
-dtype of the bias: the engine passes float64 weights and bias, so sums are float64 of exact float32 x float32
-products, rounded once to float32, like the reference ops. (With float32 weights and bias the same kernels add
-float32 products in float32: ``benchmarks/scatter_floor.py`` uses that to measure what float32 sums would
-save; the engine never does.)
+dtype of the bias. float32 (the engine's default precision): float32 products added in float32 from the bias,
+in the canonical order (input channel, kernel row, kernel column) of ``reference_ops.conv_float32``, which they
+equal bit for bit. float64 (``precision="float64"``): float64 sums of exact float32 x float32 products, rounded
+once to float32, like the float64 reference ops.
 """
 import numpy as np
 from numba import njit, prange
@@ -139,9 +139,8 @@ def _accumulate(acc, x, b, wt, wflip, bias, rows, cols, pad_w, groups, wo):
 def conv2d_events(x, wt, wflip, bias, rows, cols, pad_w, groups, out, n_blocks):
     """out[b] = conv(x[b]) + bias for every sample b, touching only non-zero inputs (any stride/dilation/groups).
 
-    x: (B, C, H, W) float32. wt: (Cg * KH * KW * O,) float64 (float32 only in the float32-sum benchmark and
-    test), the weight as (Cg, KH, KW, O), flattened; wflip: see ``_accumulate`` (empty when not applicable).
-    bias: (O,), the weight's dtype. rows: (H, KH) and cols: (W, KW) from ``tap_targets``. out: (B, O, Ho, Wo)
+    x: (B, C, H, W) float32. wt: (Cg * KH * KW * O,) float32 or float64, the weight as (Cg, KH, KW, O),
+    flattened; wflip: see ``_accumulate`` (empty when not applicable). bias: (O,), the weight's dtype. rows: (H, KH) and cols: (W, KW) from ``tap_targets``. out: (B, O, Ho, Wo)
     float32.
     """
     n_batch = x.shape[0]
