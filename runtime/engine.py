@@ -46,13 +46,11 @@ def _prod(shape) -> int:
 # 16-64 channel layers, about 0.15-0.45 ns per synaptic op per thread (event) against 0.1-0.5 ns per MAC (dense,
 # im2col included), so the crossover lies between densities 1/3 and 1; below it the event path wins.
 EVENT_MAX_DENSITY = 0.5
-# float32: the fused event kernel costs about EVENT_NS_PER_OUTPUT per output neuron-step (scan, bias, neuron update,
-# copy-out) plus EVENT_NS_PER_ADD per addition (density x fan-in per output); onnxruntime's dense Conv/Gemm plus the
-# separate neuron pass about DENSE_NS_PER_MAC per MAC plus DENSE_NS_PER_OUTPUT. Measured on the benchmark machine for
-# the bundled CNNs' 3x3 layers of 16-64 channels (docs/runtime.md, "The float32 crossover"): the event path wins up
-# to density (DENSE_NS_PER_MAC - (EVENT - DENSE_NS_PER_OUTPUT) / fan-in) / EVENT_NS_PER_ADD, 0.13-0.34 there.
-EVENT_NS_PER_ADD, EVENT_NS_PER_OUTPUT = 0.1, 3.0
-DENSE_NS_PER_MAC, DENSE_NS_PER_OUTPUT = 0.033, 1.0
+# float32 does not choose by density: its event path sums in the canonical order and its dense path
+# (onnxruntime's Conv/Gemm) in MLAS's, so a choice by the chunk's density would make a sample's result depend on
+# the other samples it runs with (a served request would differ from the same input run alone, a batch of 256
+# from the same images in batches of 100). Spiking inputs take the event path, the analog input (run once per
+# run, dense by nature) the dense one: each path gives every sample the same bits in any batch (tested).
 DENSE_BLOCK_BYTES = 8 << 20  # im2col buffer per BLAS call: bounded memory whatever the batch
 PRECISIONS = ("float32", "float64")
 
@@ -82,20 +80,17 @@ class KernelCache:
             item = self._items[key] = make()
         return item
 
-    def max_event_density(self, fan_in: int) -> float:
-        """The auto rule's crossover for a layer whose outputs each sum ``fan_in`` products (Cg x KH x KW, or K)."""
-        if self.precision == "float64":
-            return EVENT_MAX_DENSITY
-        return max(0.0, DENSE_NS_PER_MAC - (EVENT_NS_PER_OUTPUT - DENSE_NS_PER_OUTPUT) / max(1, fan_in)) / EVENT_NS_PER_ADD
-
-    def choose(self, step: Step, x: np.ndarray, fan_in: int) -> str:
-        """The path for this node and input: forced by the mode, or by the input's density (auto), known from
-        the spike counts of the layer that made it, or else counted."""
+    def choose(self, step: Step, x: np.ndarray, dynamic: bool) -> str:
+        """The path for this node and input: forced by the mode; in float32 (auto) event for a spiking input and
+        dense for the analog one; in float64 (auto) by the input's density, known from the spike counts of the
+        layer that made it, or else counted."""
         if self.mode != "auto":
             path = self.mode
+        elif self.precision == "float32":
+            path = "event" if dynamic else "dense"
         else:
             known = self.densities.get(step.inputs[0])
-            path = "event" if (density(x) if known is None else known) <= self.max_event_density(fan_in) else "dense"
+            path = "event" if (density(x) if known is None else known) <= EVENT_MAX_DENSITY else "dense"
         self.paths[step.name] = path
         return path
 
@@ -233,7 +228,7 @@ def _conv(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value |
     if xs.ndim == 3:
         xs = xs[:, :, None, :]
     xs = np.ascontiguousarray(xs, dtype=np.float32)
-    path = cache.choose(step, xs, cw.wt.size // cw.bias.size)
+    path = cache.choose(step, xs, dyn)
     dense = None
     if path == "dense" and cache.precision == "float32":
         dense = cache.get((step.name, in_shape, "dense"), lambda: DenseNode("Conv", cw.dense[0], cw.bias, cw.dense[1]))
@@ -272,7 +267,7 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
         return None
     window = _tiling_pool(pool, out_shape[2:], cache) if pool is not None and cache.spike_sink is None else None
     xs = np.ascontiguousarray(x, dtype=np.float32)
-    if cache.choose(step, xs, cw.wt.size // n_out) != "event":
+    if cache.choose(step, xs, True) != "event":
         return None
     p = neuron.neuron
     v_th, shift, v_init = (np.ascontiguousarray(np.broadcast_to(a, (n_out,))) for a in p.per_channel())
@@ -373,7 +368,7 @@ def _matmul(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value
     if x.shape[-1] != w.shape[0]:  # the kernel reads w by x's width without bounds checks
         raise SNNFormatError(f"node '{step.name}': {step.op} of {x.shape[-1]} features with a weight for {w.shape[0]} does not fit")
     rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
-    path = cache.choose(step, rows, w.shape[0])
+    path = cache.choose(step, rows, dyn)
     out = np.empty((rows.shape[0], w.shape[1]), np.float32)
     if path == "event":
         matmul_events(rows, w.reshape(-1), bias, out, _blocks(rows.shape[0]))

@@ -40,7 +40,8 @@ class InferenceSession:
     """Run an ``*.snn.onnx`` file for T time steps on CPU.
 
     ``threads`` caps the threads (None: all cores). ``engine`` is "auto" (layer-major Numba engine; each
-    linear layer takes the event-driven or the dense path from its measured spike density), "event" or
+    linear layer takes the event-driven path on spikes and the dense path on the analog input; in float64, the
+    path its measured spike density favours), "event" or
     "dense" (one path everywhere, for benchmarking), or "reference" (the literal NumPy engine, for checking).
     ``precision``: "float32" (the Numba engines' default: float32 sums in a fixed order, deterministic and the same
     for any thread count) or "float64" (the exact engine of earlier releases, equal to the float64 reference;

@@ -1,6 +1,8 @@
 """Event, dense and auto paths against their oracles (float64: the NumPy reference, both paths bit for bit;
 float32: the event path against the canonical float32 ops bit for bit, the dense path within float32's error
 bound); the auto rule on both sides of its crossover; early stop; dense MAC equivalent in the stats."""
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from test_engines import converted
 from test_kernels import CONV_CASES, PRECISIONS, T, float32_error_bound, run_dynamic, spikes
 
 from runtime import InferenceSession, InputError
-from runtime.engine import KernelCache, _conv, _matmul
+from runtime.engine import EVENT_MAX_DENSITY, KernelCache, _conv, _matmul
 from runtime.plan import Step, compile_plan
 from runtime.reference_ops import FLOAT32_OPS, OPS
 
@@ -62,25 +64,39 @@ def test_static_conv_and_gemm_use_the_kernels(rng, precision):
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("side", ["below", "above"])
 def test_auto_rule_on_both_sides_of_the_crossover(rng, side, precision):
+    """float64 chooses by the input's density (event up to EVENT_MAX_DENSITY); float32 takes the event path for
+    spiking inputs at any density (its two paths sum in different orders, so the choice must not depend on the batch)."""
     cache = KernelCache("auto", precision)
     step, w, b = conv_case(rng, dict(c_in=16, c_out=6, k=3, attrs=dict(strides=[2, 2], pads=[0, 1, 1, 0])))
-    path = "event" if side == "below" else "dense"
-
-    def density(fan_in):
-        crossover = cache.max_event_density(fan_in)
-        assert 0 < crossover < 1
-        return crossover / 4 if side == "below" else (1 + crossover) / 2
-
-    x = spikes(rng, (T, 4, 16, 9, 11), density=density(w[0].size))
+    path = "event" if side == "below" or precision == "float32" else "dense"
+    density = EVENT_MAX_DENSITY / 4 if side == "below" else (1 + EVENT_MAX_DENSITY) / 2
+    x = spikes(rng, (T, 4, 16, 9, 11), density=density)
     out, _ = _conv(step, [(x, True), (w, False), (b, False)], cache, T)
     assert cache.paths["conv"] == path
     assert_path_result(out, step, x, [w, b], path, precision)
     fc = Step("fc", "Gemm", ("x", "w", "c"), ("y",), dict(transB=1))
     wf, c = rng.standard_normal((7, 300)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
-    xf = spikes(rng, (T, 5, 300), density=density(300))
+    xf = spikes(rng, (T, 5, 300), density=density)
     out, _ = _matmul(fc, [(xf, True), (wf, False), (c, False)], cache, T)
     assert cache.paths["fc"] == path
     assert_path_result(out, fc, xf, [wf, c], path, precision)
+
+
+@pytest.mark.parametrize("model", ["cnn", "mnist_vgg"])
+def test_float32_auto_gives_a_sample_the_same_bits_in_any_batch(model):
+    """A sample's output does not depend on the other samples it is run with: alone, in a batch, or cut into
+    chunks (what lets a server batch requests and answer each exactly as a direct run would)."""
+    if model == "cnn":
+        snn, _ = converted(cnn(), (2, 12, 12))
+        x = np.random.default_rng(5).random((24, 2, 12, 12)).astype(np.float32)
+    else:
+        root = Path(__file__).resolve().parent.parent / "models"
+        snn = converter.convert(root / "mnist_vgg.onnx", np.load(root / "mnist_calib.npz")["image"][:64], timesteps=8, progress=False).model
+        x = np.load(root / "mnist_eval.npz")["image"][:24]
+    session = InferenceSession(snn)
+    batched = session.run(None, {"x" if model == "cnn" else "image": x})[0]
+    alone = np.concatenate([session.run(None, {"x" if model == "cnn" else "image": x[i:i + 1]})[0] for i in range(len(x))])
+    np.testing.assert_array_equal(batched, alone)
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
