@@ -9,9 +9,15 @@ x V_th, the mean over T) with the source ANN's activation on the same images:
 - skip / main (neurons fed by an Add, a residual sum): the RMS of each addend in the ANN, and the SNN-vs-ANN rel.
   RMSE of the sum's input current (the Add's output, averaged over T) before the neuron quantises it.
 
-Then the top-1 agreement of the SNN readout with the ANN and the accuracy. Run on development models only::
+Then the top-1 agreement of the SNN readout with the ANN and the accuracy. ``--ideal`` instead splits the loss
+into quantisation and unevenness: it calibrates ``optimal`` (no final selection) on the first 500 evaluation
+images themselves, once with the IF neurons and once with each neuron replaced by an ideal quantiser of its
+time-averaged current (count = clip(floor((T (mean current + shift) + v_init) / V_th), 0, T), the same count at
+every step, so the next layer sees a constant current); what the ideal row loses is quantisation, the rest is the
+uneven timing of spikes. Run on development models only::
 
     python benchmarks/layer_diagnostics.py --models zoo_resnet_adam_bn_e2 --timesteps 4,16 --calib-count 200
+    python benchmarks/layer_diagnostics.py --models zoo_resnet_adam_bn_e2 --timesteps 4,8,16 --ideal
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import onnx
 import onnxruntime as ort
 
 import converter
+import converter.layerwise as layerwise
 from converter.convert import prepare
 from runtime import InferenceSession
 from runtime.format import DOMAIN, NEURON_OP
@@ -80,6 +87,41 @@ def diagnose(snn: converter.convert, path: str, x: np.ndarray, y: np.ndarray, ti
             "notes": [note for note in snn.report.notes if note.startswith("optimal")]}
 
 
+def ideal_fire(x: np.ndarray, params, timesteps: int, reset: str) -> np.ndarray:
+    """An ideal quantiser in place of layerwise.fire: the IF count of the mean current, the same every step."""
+    mean = x.mean(axis=0, dtype=np.float64)
+    shape = (1, -1) + (1,) * (mean.ndim - 2)
+    v_th, shift, v_init = (np.broadcast_to(np.asarray(a, np.float64).reshape(-1), (mean.shape[1],)).reshape(shape)
+                           for a in (params.v_th, params.shift, params.v_init))
+    count = np.clip(np.floor((timesteps * (mean + shift) + v_init) / v_th), 0, timesteps)
+    return np.broadcast_to((count * v_th / timesteps).astype(np.float32), (timesteps,) + mean.shape).copy()
+
+
+def split_loss(name: str, timesteps: list[int]) -> None:
+    """IF against the ideal quantiser, both calibrated in-sample on 500 evaluation images (see the module doc)."""
+    _, (x, y) = data(name, 500)
+    ann = ort.InferenceSession(model_path(name)).run(None, {"image": x})[0].argmax(1)
+    base = converter.convert(model_path(name), x, timesteps=1, threshold="max", progress=False)
+    real_fire, real_calibrate = layerwise.fire, layerwise.calibrate_snn
+    for t in timesteps:
+        cells = []
+        for label, fire in (("IF", real_fire), ("ideal quantiser", ideal_fire)):
+            outputs = {}
+            def calibrate(*args, **kwargs):
+                params, outputs["values"] = real_calibrate(*args, **kwargs)
+                return params, outputs["values"]
+            layerwise.fire, layerwise.calibrate_snn = fire, calibrate
+            try:
+                base.with_settings(timesteps=t, threshold="optimal", select=False)
+            finally:
+                layerwise.fire, layerwise.calibrate_snn = real_fire, real_calibrate
+            out = next(iter(outputs["values"].values()))
+            out = (out.mean(axis=0) if out.ndim == 3 else out).argmax(1)
+            cells.append(f"{label}: agreement {100 * np.mean(out == ann):.1f}%, accuracy {100 * np.mean(out == y):.1f}%")
+        print(f"{name} T={t} (calibrated in-sample on 500 evaluation images; ANN {100 * np.mean(ann == y):.1f}%): "
+              + " | ".join(cells), flush=True)
+
+
 def table(result: dict) -> str:
     lines = ["| layer | C | V_th | rel. RMSE | mean err | rate | clipped | dead | residual: addends RMS, current rel. RMSE |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -99,12 +141,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", default="optimal")
     ap.add_argument("--calib-count", type=int, default=200, help="first N calibration images (default %(default)s)")
     ap.add_argument("--limit", type=int, default=1000, help="evaluation images (default %(default)s)")
+    ap.add_argument("--ideal", action="store_true", help="split the loss into quantisation and unevenness (module doc)")
     ap.add_argument("--json", help="write the results as JSON")
     args = ap.parse_args(argv)
     results = {}
     for name in args.models.split(","):
         if CATALOGUE[name].get("zoo", {}).get("split") == "held-out":
             ap.error(f"{name} is a held-out zoo model: diagnose development models only")
+        if args.ideal:
+            split_loss(name, [int(v) for v in args.timesteps.split(",")])
+            continue
         calib, (x, y) = data(name, args.limit, None, args.calib_count)
         base = converter.convert(model_path(name), calib, timesteps=1, threshold="max", progress=False)
         for t in (int(v) for v in args.timesteps.split(",")):
