@@ -106,8 +106,36 @@ def ours(path: str, calib, x, y, timesteps: list[int]) -> tuple[dict, dict]:
     return rows, hits
 
 
-def torch_from_onnx(path: str):
-    """The ONNX graph as a torch.nn.Module: Conv/Gemm/pools/ReLU modules, so converters can find the ReLUs."""
+INPUT_OPS = {"Sub": np.subtract, "Div": np.divide, "Mul": np.multiply, "Add": np.add}
+
+
+def input_ops(path: str) -> list:
+    """The elementwise nodes with a constant that the graph applies to its input first (input normalisation):
+    SpikingJelly's converter cannot trace them, so its rows get them applied to the data instead."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant"}
+    ops, current = [], "image"
+    for node in (n for n in model.graph.node if n.op_type != "Constant"):
+        if node.op_type not in INPUT_OPS or node.input[0] != current or node.input[1] not in {**inits, **consts}:
+            break
+        ops.append((node, {**inits, **consts}[node.input[1]]))
+        current = node.output[0]
+    return ops
+
+
+def apply_input_ops(ops: list, x: np.ndarray) -> np.ndarray:
+    for node, constant in ops:
+        x = INPUT_OPS[node.op_type](x, constant).astype(np.float32)
+    return x
+
+
+def torch_from_onnx(path: str, skip_input_ops: bool = False):
+    """The ONNX graph as a torch.nn.Module: Conv/Gemm/pools/ReLU modules, so converters can find the ReLUs.
+    skip_input_ops: without the input normalisation of :func:`input_ops` (to be applied to the data)."""
     import onnx
     import torch
     import torch.nn as nn
@@ -124,9 +152,14 @@ def torch_from_onnx(path: str):
         def __init__(self):
             super().__init__()
             self.ops, self.wiring = nn.ModuleList(), []
+            self.alias = {}
+            skipped = {n.name for n, _ in input_ops(path)} if skip_input_ops else set()
             for node in model.graph.node:
                 a = attrs(node)
                 if node.op_type == "Constant":
+                    continue
+                if node.name in skipped:
+                    self.alias[node.output[0]] = self.alias.get(node.input[0], node.input[0])
                     continue
                 if node.op_type == "Conv":
                     w = inits[node.input[1]]
@@ -158,7 +191,7 @@ def torch_from_onnx(path: str):
                 else:
                     raise ValueError(f"{path}: op {node.op_type} not rebuilt in PyTorch")
                 self.ops.append(m)
-                self.wiring.append(([i for i in node.input if i not in inits], node.output[0]))
+                self.wiring.append(([self.alias.get(i, i) for i in node.input if i not in inits], node.output[0]))
             self.output = model.graph.output[0].name
 
         def forward(self, x):
@@ -198,10 +231,13 @@ def spikingjelly(path: str, calib, x, y, timesteps: list[int]) -> tuple[dict, di
     from spikingjelly.activation_based.ann2snn import Converter, LocalThresholdBalancingRecipe, RateCodingRecipe, estimate_delay_start
 
     torch.set_num_threads(2)
-    ann = torch_from_onnx(path)
+    ops = input_ops(path)
+    ann = torch_from_onnx(path, skip_input_ops=True)
     with torch.no_grad():
-        diff = float(np.abs(ann(torch.from_numpy(x[:64])).numpy() - ort.InferenceSession(path).run(None, {"image": x[:64]})[0]).max())
+        diff = float(np.abs(ann(torch.from_numpy(apply_input_ops(ops, x[:64]))).numpy()
+                            - ort.InferenceSession(path).run(None, {"image": x[:64]})[0]).max())
     assert diff < 1e-3, f"PyTorch rebuild of {path} differs from onnxruntime by {diff}"
+    calib, x = apply_input_ops(ops, calib), apply_input_ops(ops, x)
     loader = [(torch.from_numpy(calib[i:i + 100]), None) for i in range(0, len(calib), 100)]
     recipes = {
         "(e) SpikingJelly max": lambda: RateCodingRecipe(loader, mode="max"),
@@ -215,7 +251,7 @@ def spikingjelly(path: str, calib, x, y, timesteps: list[int]) -> tuple[dict, di
     rows, hits = {}, {}
     for label, make in recipes.items():
         t0 = time.perf_counter()
-        snn = Converter(recipe=make(), device="cpu").convert(torch_from_onnx(path))
+        snn = Converter(recipe=make(), device="cpu").convert(torch_from_onnx(path, skip_input_ops=True))
         # SpikingJelly's examples read out from an estimated start step on (the sum before it is dropped); that
         # start depends on T, so that row is simulated once per T. The other rows sum every step from the first.
         starts = {steps: estimate_delay_start(snn, loader, "cpu", steps) if label == DELAYED else 0 for steps in timesteps}
