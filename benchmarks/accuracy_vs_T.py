@@ -180,6 +180,11 @@ def torch_from_onnx(path: str, skip_input_ops: bool = False):
                     m = cls(tuple(a["kernel_shape"]), stride=tuple(a.get("strides", a["kernel_shape"])), padding=tuple(a.get("pads", [0, 0, 0, 0])[:2]))
                 elif node.op_type == "GlobalAveragePool":
                     m = nn.AdaptiveAvgPool2d(1)
+                elif node.op_type == "ReduceMean":  # the dynamo exporter's global average pool (axes 2, 3)
+                    axes = a.get("axes", inits[node.input[1]].tolist() if len(node.input) > 1 else None)
+                    if sorted(k % 4 for k in axes or []) != [2, 3]:
+                        raise ValueError(f"{path}: ReduceMean over axes {axes} not rebuilt in PyTorch")
+                    m = nn.AdaptiveAvgPool2d(1) if a.get("keepdims", 1) else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
                 elif node.op_type == "Flatten":
                     m = nn.Flatten()
                 elif node.op_type == "Add" and not any(i in inits for i in node.input):
