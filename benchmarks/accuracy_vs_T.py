@@ -10,17 +10,24 @@ on T are simulated once for the largest T and read out after every step (run_tra
 ((c), (d)) are converted and run once per T. SpikingJelly models are rebuilt in PyTorch from the ONNX
 file (same graph, same weights: checked against onnxruntime) and read out by their output average.
 
-    python benchmarks/accuracy_vs_T.py [--models mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool]
-        [--timesteps 1,2,4,...,256] [--limit N] [--json R.json] [--plot P.png] [--no-spikingjelly | --no-ours] [--calib C.npz]
+    python benchmarks/accuracy_vs_T.py [--models mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool | --zoo held-out]
+        [--timesteps 1,2,4,...,256] [--limit N] [--json R.json] [--plot P.png] [--no-spikingjelly | --no-ours]
+        [--calib C.npz] [--calib-count N]
     python benchmarks/accuracy_vs_T.py --merge RUN1.json RUN2.json [--models M1,M2] [--json R.json] [--plot P.png]
 
---calib replaces models/{dataset}_calib.npz (its "image" array) for every model of the run, ours and SpikingJelly's
-alike: for experiments with another calibration set; models of one dataset per run when it is given.
+Models are found through models/models.json (file and dataset); ``--zoo development|held-out|all`` runs that part
+of the model zoo (models/train_zoo.py) and adds the zoo summary: per model and T the gap to the ANN, per kind the
+median and worst gap, and each row's median accuracy over the zoo. --calib replaces models/{dataset}_calib.npz (its
+"image" array) for every model of the run, ours and SpikingJelly's alike: for experiments with another calibration
+set; models of one dataset per run when it is given. --calib-count N keeps its first N images (the zoo's 64, 200
+and 500-image sets are the first 64, 200 and all 500 of models/mnist_calib.npz). Every cell also records which
+evaluation images it got right, so each cell where another row is above (d) gets McNemar's exact test.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -34,8 +41,8 @@ from runtime import InferenceSession
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = os.path.join(HERE, "..", "models")
-DATASET = {"mnist_vgg": "mnist", "mnist_resnet": "mnist", "digits_cnn": "digits", "digits_maxpool": "digits",
-           "mnist_vgg_s1": "mnist", "mnist_resnet_s1": "mnist", "digits_maxpool_s1": "digits", "mnist_vgg_clip": "mnist"}
+with open(os.path.join(MODELS, "models.json")) as _f:
+    CATALOGUE = json.load(_f)["models"]
 OPTIMAL = "(d) ours: optimal"
 OURS = {  # label -> (convert settings, T-specific?)
     "(a) max, zero reset, no shift": (dict(threshold="max", reset="zero", shift="none", v_init=0.0), False),
@@ -49,36 +56,86 @@ DEFAULT_MODELS = "mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool"
 DELAYED = "(e) SpikingJelly channel-wise, half threshold, pre-spike max-pool, delayed readout"
 
 
-def data(model: str, limit: int, calib_path: str | None = None):
-    ds = DATASET[model]
+def model_path(model: str) -> str:
+    return os.path.join(MODELS, CATALOGUE[model]["file"])
+
+
+def zoo_models(part: str) -> list[str]:
+    """The zoo's models of one part ('development', 'held-out') or all of them, in catalogue order."""
+    return [name for name, m in CATALOGUE.items() if "zoo" in m and part in ("all", m["zoo"]["split"])]
+
+
+def data(model: str, limit: int, calib_path: str | None = None, calib_count: int = 0):
+    ds = CATALOGUE[model]["dataset"]
     calib = np.load(calib_path or os.path.join(MODELS, f"{ds}_calib.npz"))["image"]
+    if calib_count:
+        calib = calib[:calib_count]
     ev = np.load(os.path.join(MODELS, f"{ds}_eval.npz"))
     x, y = ev["image"], ev["y"]
     return calib, (x[:limit], y[:limit]) if limit else (x, y)
 
 
-def ours(path: str, calib, x, y, timesteps: list[int]) -> dict[str, dict[int, float]]:
-    rows = {}
+def packed(correct: np.ndarray) -> str:
+    """Which images a cell got right, as hex of the packed bits (kept in the JSON for McNemar's test)."""
+    return np.packbits(correct.astype(bool)).tobytes().hex()
+
+
+def unpacked(hexbits: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hexbits), np.uint8))[:n].astype(bool)
+
+
+def ours(path: str, calib, x, y, timesteps: list[int]) -> tuple[dict, dict]:
+    """Accuracy and per-image correctness (label -> T -> value) of our rows."""
+    rows, hits = {}, {}
     base = converter.convert(path, calib, timesteps=timesteps[-1], threshold="max", progress=False)
     for label, (settings, per_t) in OURS.items():
         t0 = time.perf_counter()
-        acc = {}
+        right = {}
         if per_t:
             for steps in timesteps:
                 snn = base.with_settings(timesteps=steps, **settings)
                 out = InferenceSession(snn.model).run(None, {"image": x}, timesteps=steps)[0]
-                acc[steps] = float(np.mean(out.argmax(1) == y))
+                right[steps] = out.argmax(1) == y
         else:
             snn = base.with_settings(timesteps=timesteps[-1], **settings)
             trace = InferenceSession(snn.model).run_trace(None, {"image": x}, timesteps=timesteps[-1])[0]
-            acc = {steps: float(np.mean(trace[steps - 1].argmax(1) == y)) for steps in timesteps}
-        rows[label] = acc
+            right = {steps: trace[steps - 1].argmax(1) == y for steps in timesteps}
+        rows[label] = acc = {steps: float(np.mean(r)) for steps, r in right.items()}
+        hits[label] = {steps: packed(r) for steps, r in right.items()}
         print(f"    {label}: {time.perf_counter() - t0:.0f}s  " + " ".join(f"{t}:{100 * a:.1f}" for t, a in acc.items()), flush=True)
-    return rows
+    return rows, hits
 
 
-def torch_from_onnx(path: str):
-    """The ONNX graph as a torch.nn.Module: Conv/Gemm/pools/ReLU modules, so converters can find the ReLUs."""
+INPUT_OPS = {"Sub": np.subtract, "Div": np.divide, "Mul": np.multiply, "Add": np.add}
+
+
+def input_ops(path: str) -> list:
+    """The elementwise nodes with a constant that the graph applies to its input first (input normalisation):
+    SpikingJelly's converter cannot trace them, so its rows get them applied to the data instead."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant"}
+    ops, current = [], "image"
+    for node in (n for n in model.graph.node if n.op_type != "Constant"):
+        if node.op_type not in INPUT_OPS or node.input[0] != current or node.input[1] not in {**inits, **consts}:
+            break
+        ops.append((node, {**inits, **consts}[node.input[1]]))
+        current = node.output[0]
+    return ops
+
+
+def apply_input_ops(ops: list, x: np.ndarray) -> np.ndarray:
+    for node, constant in ops:
+        x = INPUT_OPS[node.op_type](x, constant).astype(np.float32)
+    return x
+
+
+def torch_from_onnx(path: str, skip_input_ops: bool = False):
+    """The ONNX graph as a torch.nn.Module: Conv/Gemm/pools/ReLU modules, so converters can find the ReLUs.
+    skip_input_ops: without the input normalisation of :func:`input_ops` (to be applied to the data)."""
     import onnx
     import torch
     import torch.nn as nn
@@ -87,13 +144,23 @@ def torch_from_onnx(path: str):
     model = onnx.load(path)
     inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
     attrs = lambda node: {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    for node in model.graph.node:  # Constant nodes (the dynamo exporter's Reshape shapes) are initializers here
+        if node.op_type == "Constant":
+            inits[node.output[0]] = torch.from_numpy(numpy_helper.to_array(attrs(node)["value"]).copy())
 
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
             self.ops, self.wiring = nn.ModuleList(), []
+            self.alias = {}
+            skipped = {n.name for n, _ in input_ops(path)} if skip_input_ops else set()
             for node in model.graph.node:
                 a = attrs(node)
+                if node.op_type == "Constant":
+                    continue
+                if node.name in skipped:
+                    self.alias[node.output[0]] = self.alias.get(node.input[0], node.input[0])
+                    continue
                 if node.op_type == "Conv":
                     w = inits[node.input[1]]
                     m = nn.Conv2d(w.shape[1] * a.get("group", 1), w.shape[0], tuple(w.shape[2:]), stride=tuple(a.get("strides", [1, 1])),
@@ -113,14 +180,23 @@ def torch_from_onnx(path: str):
                     m = cls(tuple(a["kernel_shape"]), stride=tuple(a.get("strides", a["kernel_shape"])), padding=tuple(a.get("pads", [0, 0, 0, 0])[:2]))
                 elif node.op_type == "GlobalAveragePool":
                     m = nn.AdaptiveAvgPool2d(1)
+                elif node.op_type == "ReduceMean":  # the dynamo exporter's global average pool (axes 2, 3)
+                    axes = a.get("axes", inits[node.input[1]].tolist() if len(node.input) > 1 else None)
+                    if sorted(k % 4 for k in axes or []) != [2, 3]:
+                        raise ValueError(f"{path}: ReduceMean over axes {axes} not rebuilt in PyTorch")
+                    m = nn.AdaptiveAvgPool2d(1) if a.get("keepdims", 1) else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
                 elif node.op_type == "Flatten":
                     m = nn.Flatten()
-                elif node.op_type == "Add":
+                elif node.op_type == "Add" and not any(i in inits for i in node.input):
                     m = Add()
+                elif node.op_type in ("Sub", "Div", "Mul", "Add") and node.input[1] in inits:  # input normalisation
+                    m = Elementwise(node.op_type, inits[node.input[1]])
+                elif node.op_type == "Reshape" and node.input[1] in inits:
+                    m = Reshape(inits[node.input[1]].tolist())
                 else:
                     raise ValueError(f"{path}: op {node.op_type} not rebuilt in PyTorch")
                 self.ops.append(m)
-                self.wiring.append(([i for i in node.input if i not in inits], node.output[0]))
+                self.wiring.append(([self.alias.get(i, i) for i in node.input if i not in inits], node.output[0]))
             self.output = model.graph.output[0].name
 
         def forward(self, x):
@@ -133,19 +209,40 @@ def torch_from_onnx(path: str):
         def forward(self, a, b):
             return a + b
 
+    class Elementwise(nn.Module):
+        def __init__(self, op: str, constant):
+            super().__init__()
+            self.op = op
+            self.register_buffer("constant", constant)
+
+        def forward(self, a):
+            return {"Sub": torch.sub, "Div": torch.div, "Mul": torch.mul, "Add": torch.add}[self.op](a, self.constant)
+
+    class Reshape(nn.Module):
+        def __init__(self, shape: list[int]):
+            super().__init__()
+            self.shape = shape
+
+        def forward(self, a):  # ONNX: 0 copies the input's dimension
+            return a.reshape([a.shape[k] if d == 0 else d for k, d in enumerate(self.shape)])
+
     return Net().eval()
 
 
-def spikingjelly(path: str, calib, x, y, timesteps: list[int]) -> dict[str, dict[int, float]]:
+def spikingjelly(path: str, calib, x, y, timesteps: list[int]) -> tuple[dict, dict]:
+    """Accuracy and per-image correctness (label -> T -> value) of SpikingJelly's recipes."""
     import torch
     from spikingjelly.activation_based import functional
     from spikingjelly.activation_based.ann2snn import Converter, LocalThresholdBalancingRecipe, RateCodingRecipe, estimate_delay_start
 
     torch.set_num_threads(2)
-    ann = torch_from_onnx(path)
+    ops = input_ops(path)
+    ann = torch_from_onnx(path, skip_input_ops=True)
     with torch.no_grad():
-        diff = float(np.abs(ann(torch.from_numpy(x[:64])).numpy() - ort.InferenceSession(path).run(None, {"image": x[:64]})[0]).max())
+        diff = float(np.abs(ann(torch.from_numpy(apply_input_ops(ops, x[:64]))).numpy()
+                            - ort.InferenceSession(path).run(None, {"image": x[:64]})[0]).max())
     assert diff < 1e-3, f"PyTorch rebuild of {path} differs from onnxruntime by {diff}"
+    calib, x = apply_input_ops(ops, calib), apply_input_ops(ops, x)
     loader = [(torch.from_numpy(calib[i:i + 100]), None) for i in range(0, len(calib), 100)]
     recipes = {
         "(e) SpikingJelly max": lambda: RateCodingRecipe(loader, mode="max"),
@@ -156,14 +253,14 @@ def spikingjelly(path: str, calib, x, y, timesteps: list[int]) -> dict[str, dict
         "(e) SpikingJelly local threshold balancing": lambda: LocalThresholdBalancingRecipe(loader * 4),
     }
     recipes[DELAYED] = recipes["(e) SpikingJelly channel-wise, half threshold, pre-spike max-pool"]
-    rows = {}
+    rows, hits = {}, {}
     for label, make in recipes.items():
         t0 = time.perf_counter()
-        snn = Converter(recipe=make(), device="cpu").convert(torch_from_onnx(path))
+        snn = Converter(recipe=make(), device="cpu").convert(torch_from_onnx(path, skip_input_ops=True))
         # SpikingJelly's examples read out from an estimated start step on (the sum before it is dropped); that
         # start depends on T, so that row is simulated once per T. The other rows sum every step from the first.
         starts = {steps: estimate_delay_start(snn, loader, "cpu", steps) if label == DELAYED else 0 for steps in timesteps}
-        correct = {steps: 0 for steps in timesteps}
+        correct = {steps: np.zeros(len(y), bool) for steps in timesteps}
         with torch.no_grad():
             for i in range(0, len(x), 250):
                 xb = torch.from_numpy(x[i:i + 250])
@@ -174,10 +271,11 @@ def spikingjelly(path: str, calib, x, y, timesteps: list[int]) -> dict[str, dict
                         out = snn(xb)
                         total = total + (out if t > starts[run] else 0 * out)
                         if t in correct and (label != DELAYED or t == run):
-                            correct[t] += int((total.argmax(1).numpy() == y[i:i + 250]).sum())
-        rows[label] = {steps: c / len(y) for steps, c in correct.items()}
+                            correct[t][i:i + 250] = total.argmax(1).numpy() == y[i:i + 250]
+        rows[label] = {steps: float(c.mean()) for steps, c in correct.items()}
+        hits[label] = {steps: packed(c) for steps, c in correct.items()}
         print(f"    {label}: {time.perf_counter() - t0:.0f}s  " + " ".join(f"{t}:{100 * a:.1f}" for t, a in rows[label].items()), flush=True)
-    return rows
+    return rows, hits
 
 
 def lossless_t(acc: dict[int, float], ann: float) -> int | None:
@@ -202,22 +300,74 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def behind(r: dict) -> str:
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for b and c discordant images (binomial test of b against n = b + c, p = 1/2)."""
+    n = b + c
+    return 1.0 if n == 0 else min(1.0, 2.0 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2.0 ** n)
+
+
+def behind(r: dict, alpha: float = 0.05) -> str:
     """Where (d) optimal trails another row of the same model, in images: the acceptance check in one line.
 
-    Each deficit of k images also gets the smallest two-sided p-value McNemar's exact test could give it on
-    the same images, 2 ** (1 - k) (when every image the two rows disagree on favours the other row): a deficit
-    of 5 images or fewer cannot be significant at the 5% level, whatever the per-image outcomes."""
+    Each deficit gets McNemar's exact test on the images the two rows disagree on, when the run kept which images
+    each cell got right (runs from before then: the smallest p-value the test could give a deficit of k images,
+    2 ** (1 - k)). A cell counts against (d) only if that p-value is below ``alpha``."""
     if OPTIMAL not in r["rows"]:
         return "optimal not run"
     ours_acc = {int(k): v for k, v in r["rows"][OPTIMAL].items()}
-    cells = []
+    hits = r.get("hits", {})
+    cells, significant = [], 0
     for label, acc in r["rows"].items():
         for t, a in ((int(k), v) for k, v in acc.items()):
             if label != OPTIMAL and t in ours_acc and a > ours_acc[t] + 1e-9:
                 k = round((a - ours_acc[t]) * r["samples"])
-                cells.append(f"T={t} {label} by {k} image(s) (McNemar p >= {min(1.0, 2.0 ** (1 - k)):.2g})")
-    return "optimal at or above every row at every T: " + ("yes" if not cells else "no; behind at " + "; ".join(cells))
+                mine, theirs = (hits.get(row, {}).get(str(t)) for row in (OPTIMAL, label))
+                if mine and theirs:
+                    mine, theirs = unpacked(mine, r["samples"]), unpacked(theirs, r["samples"])
+                    p = mcnemar_exact(int(np.sum(theirs & ~mine)), int(np.sum(mine & ~theirs)))
+                    cells.append(f"T={t} {label} by {k} image(s) (McNemar exact p = {p:.2g})")
+                else:
+                    p = min(1.0, 2.0 ** (1 - k))
+                    cells.append(f"T={t} {label} by {k} image(s) (McNemar p >= {p:.2g})")
+                significant += p < alpha
+    verdict = "yes" if not cells else "no; behind at " + "; ".join(cells)
+    return (f"optimal at or above every row at every T: {verdict}\n\n"
+            f"cells where a row is significantly above optimal (McNemar exact, {alpha:.0%}): {significant}")
+
+
+def zoo_summary(results: dict, timesteps: list[int] | None = None) -> str:
+    """The zoo's summary: (d)'s gap to the ANN per model and T, per kind the median and worst gap, and each row's
+    median accuracy over the models (the acceptance's "strictly above every SpikingJelly recipe in the median")."""
+    models = {m: r for m, r in results["models"].items() if "zoo" in CATALOGUE.get(m, {})}
+    if not models:
+        return ""
+    shown = [t for t in (timesteps or REPORT_T) if t in results["timesteps"]]
+    gap = lambda r, label, t: 100 * (r["ann"] - r["rows"][label][str(t)]) if str(t) in r["rows"].get(label, {}) else None
+    fmt = lambda g: "—" if g is None else f"{g:+.1f}"
+    lines = ["\nGap to the ANN of (d) optimal, in points (ANN minus SNN; negative: above the ANN)\n",
+             "| model | kind | ANN | " + " | ".join(f"T={t}" for t in shown) + " |", "|---|---|---|" + "---|" * len(shown)]
+    for m, r in models.items():
+        lines.append(f"| {m} | {CATALOGUE[m]['zoo']['kind']} | {100 * r['ann']:.1f} | "
+                     + " | ".join(fmt(gap(r, OPTIMAL, t)) for t in shown) + " |")
+    lines += ["\nPer kind: median / worst gap of (d) optimal, in points\n",
+              "| kind | models | " + " | ".join(f"T={t}" for t in shown) + " |", "|---|---|" + "---|" * len(shown)]
+    for kind in dict.fromkeys(CATALOGUE[m]["zoo"]["kind"] for m in models):
+        group = [r for m, r in models.items() if CATALOGUE[m]["zoo"]["kind"] == kind]
+        cells = []
+        for t in shown:
+            gaps = [g for g in (gap(r, OPTIMAL, t) for r in group) if g is not None]
+            cells.append(f"{np.median(gaps):+.1f} / {max(gaps):+.1f}" if gaps else "—")
+        lines.append(f"| {kind} | {len(group)} | " + " | ".join(cells) + " |")
+    labels = list(dict.fromkeys(label for r in models.values() for label in r["rows"]))
+    lines += [f"\nMedian accuracy over the {len(models)} zoo models, in %\n",
+              "| method | " + " | ".join(f"T={t}" for t in shown) + " |", "|---|" + "---|" * len(shown)]
+    for label in labels:
+        cells = []
+        for t in shown:
+            accs = [r["rows"][label][str(t)] for r in models.values() if str(t) in r["rows"].get(label, {})]
+            cells.append(f"{100 * np.median(accs):.1f}" if len(accs) == len(models) else "—")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(results: dict, path: str) -> None:
@@ -269,6 +419,8 @@ def merge(paths: list[str]) -> dict:
                 raise SystemExit(f"{path}: {model} was evaluated on other images than in the runs before it "
                                  f"(ANN {r['ann']:.4f} on {r['samples']} images, not {into['ann']:.4f} on {into['samples']}); "
                                  f"merge only runs with the same --limit")
+            for label, cells in r.get("hits", {}).items():
+                into.setdefault("hits", {}).setdefault(label, {}).update(cells)
             for label, acc in r["rows"].items():
                 cells = into["rows"].setdefault(label, {})
                 twice = sorted(set(cells) & {str(k) for k in acc}, key=int)
@@ -280,8 +432,10 @@ def merge(paths: list[str]) -> dict:
 
 
 def report(results: dict, plot_path: str | None) -> int:
-    """Print the table and write the plot of a run or of merged runs."""
+    """Print the table (and the zoo summary) and write the plot of a run or of merged runs."""
+    results = json.loads(json.dumps(results))  # T keys as strings, as a merged run has them
     print(table(results))
+    print(zoo_summary(results))
     if plot_path:
         plot(results, plot_path)
     return 0
@@ -290,6 +444,7 @@ def report(results: dict, plot_path: str | None) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help=f"comma-separated (default: {DEFAULT_MODELS}; with --merge: every model of the runs)")
+    ap.add_argument("--zoo", choices=("development", "held-out", "all"), help="run that part of the model zoo instead of --models")
     ap.add_argument("--timesteps", default="1,2,4,8,16,32,64,128,256")
     ap.add_argument("--limit", type=int, default=0, help="first N held-out images only (default: all)")
     ap.add_argument("--json", help="write the results as JSON")
@@ -298,6 +453,7 @@ def main(argv=None) -> int:
     rows_arg.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
     rows_arg.add_argument("--no-ours", action="store_true", help="skip our rows (a)-(d), (f): SpikingJelly's alone, to --merge later")
     ap.add_argument("--calib", help="calibration .npz ('image') instead of models/{dataset}_calib.npz, for every model")
+    ap.add_argument("--calib-count", type=int, default=0, help="the first N calibration images only (default: all)")
     ap.add_argument("--merge", nargs="+", metavar="RUN.json", help="simulate nothing: join the JSON of earlier runs "
                     "(same models and images, e.g. T = 1..64 and T = 128, 256) and print the table / write the plot and JSON")
     args = ap.parse_args(argv)
@@ -312,21 +468,29 @@ def main(argv=None) -> int:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
         return report(results, args.plot)
-    args.models = args.models or DEFAULT_MODELS
+    if args.zoo and args.models:
+        ap.error("--zoo and --models exclude each other")
+    args.models = ",".join(zoo_models(args.zoo)) if args.zoo else args.models or DEFAULT_MODELS
+    unknown = [m for m in args.models.split(",") if m not in CATALOGUE]
+    if unknown:
+        ap.error(f"--models: {', '.join(unknown)} not in models/models.json")
     timesteps = sorted(int(t) for t in args.timesteps.split(","))
-    if args.calib and len({DATASET[m] for m in args.models.split(",")}) > 1:
+    if args.calib and len({CATALOGUE[m]["dataset"] for m in args.models.split(",")}) > 1:
         ap.error("--calib replaces the calibration set of every model: give models of one dataset only")
-    results = {"timesteps": timesteps, "calib": args.calib or "models/{dataset}_calib.npz", "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    calib_name = (args.calib or "models/{dataset}_calib.npz") + (f", first {args.calib_count}" if args.calib_count else "")
+    results = {"timesteps": timesteps, "calib": calib_name, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"Python {platform.python_version()}", "command": " ".join(["python"] + sys.argv), "models": {}}
     for model in args.models.split(","):
-        path = os.path.join(MODELS, f"{model}.onnx")
-        calib, (x, y) = data(model, args.limit, args.calib)
+        path = model_path(model)
+        calib, (x, y) = data(model, args.limit, args.calib, args.calib_count)
         ann = float(np.mean(ort.InferenceSession(path).run(None, {"image": x})[0].argmax(1) == y))
-        print(f"{model}: ANN {100 * ann:.2f}%", flush=True)
-        rows = {} if args.no_ours else ours(path, calib, x, y, timesteps)
+        print(f"{model}: ANN {100 * ann:.2f}% ({len(calib)} calibration images)", flush=True)
+        rows, hits = ({}, {}) if args.no_ours else ours(path, calib, x, y, timesteps)
         if not args.no_spikingjelly:
-            rows.update(spikingjelly(path, calib, x, y, timesteps))
-        results["models"][model] = {"ann": ann, "samples": int(len(y)), "rows": rows}
+            more = spikingjelly(path, calib, x, y, timesteps)
+            rows.update(more[0])
+            hits.update(more[1])
+        results["models"][model] = {"ann": ann, "samples": int(len(y)), "rows": rows, "hits": hits}
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
