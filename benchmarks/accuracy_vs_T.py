@@ -50,7 +50,10 @@ OURS = {  # label -> (convert settings, T-specific?)
     "(c) paper: max, soft reset, shift V/2T": (dict(threshold="max", shift="half", v_init=0.0), True),
     OPTIMAL: (dict(threshold="optimal"), True),
     "(f) ours: ltb (local threshold balancing on the SNN)": (dict(threshold="ltb"), True),
+    "(g) ours: optimal, signed spikes": (dict(threshold="optimal", signed_spikes=True), True),
+    "(h) ours: optimal, spikes chosen by the final selection": (dict(threshold="optimal", signed_spikes=None), True),
 }
+DEFAULT_ROWS = "a,b,c,d,f"  # (g), (h): signed IF neurons (docs/format.md), on request
 REPORT_T = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DEFAULT_MODELS = "mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool"
 DELAYED = "(e) SpikingJelly channel-wise, half threshold, pre-spike max-pool, delayed readout"
@@ -84,11 +87,13 @@ def unpacked(hexbits: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(hexbits), np.uint8))[:n].astype(bool)
 
 
-def ours(path: str, calib, x, y, timesteps: list[int]) -> tuple[dict, dict]:
-    """Accuracy and per-image correctness (label -> T -> value) of our rows."""
+def ours(path: str, calib, x, y, timesteps: list[int], letters: list[str]) -> tuple[dict, dict]:
+    """Accuracy and per-image correctness (label -> T -> value) of our rows whose letter is in ``letters``."""
     rows, hits = {}, {}
     base = converter.convert(path, calib, timesteps=timesteps[-1], threshold="max", progress=False)
     for label, (settings, per_t) in OURS.items():
+        if label[1] not in letters:
+            continue
         t0 = time.perf_counter()
         right = {}
         if per_t:
@@ -452,6 +457,7 @@ def main(argv=None) -> int:
     rows_arg = ap.add_mutually_exclusive_group()
     rows_arg.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
     rows_arg.add_argument("--no-ours", action="store_true", help="skip our rows (a)-(d), (f): SpikingJelly's alone, to --merge later")
+    ap.add_argument("--rows", default=DEFAULT_ROWS, help="our rows to run, by letter (default %(default)s; all: a,b,c,d,f,g,h)")
     ap.add_argument("--calib", help="calibration .npz ('image') instead of models/{dataset}_calib.npz, for every model")
     ap.add_argument("--calib-count", type=int, default=0, help="the first N calibration images only (default: all)")
     ap.add_argument("--merge", nargs="+", metavar="RUN.json", help="simulate nothing: join the JSON of earlier runs "
@@ -470,6 +476,9 @@ def main(argv=None) -> int:
         return report(results, args.plot)
     if args.zoo and args.models:
         ap.error("--zoo and --models exclude each other")
+    bad = sorted(set(args.rows.split(",")) - {label[1] for label in OURS})
+    if bad:
+        ap.error(f"--rows: no row {', '.join(bad)}; rows: {', '.join(label[1] for label in OURS)}")
     args.models = ",".join(zoo_models(args.zoo)) if args.zoo else args.models or DEFAULT_MODELS
     unknown = [m for m in args.models.split(",") if m not in CATALOGUE]
     if unknown:
@@ -485,7 +494,7 @@ def main(argv=None) -> int:
         calib, (x, y) = data(model, args.limit, args.calib, args.calib_count)
         ann = float(np.mean(ort.InferenceSession(path).run(None, {"image": x})[0].argmax(1) == y))
         print(f"{model}: ANN {100 * ann:.2f}% ({len(calib)} calibration images)", flush=True)
-        rows, hits = ({}, {}) if args.no_ours else ours(path, calib, x, y, timesteps)
+        rows, hits = ({}, {}) if args.no_ours else ours(path, calib, x, y, timesteps, args.rows.split(","))
         if not args.no_spikingjelly:
             more = spikingjelly(path, calib, x, y, timesteps)
             rows.update(more[0])

@@ -103,12 +103,17 @@ def _word_or_number(*words: str):
 
 _shift = _word_or_number("half", "none")
 _v_init = _word_or_number("half", "calibrated")
+SPIKES = {"unsigned": False, "signed": True, "auto": None}  # --spikes -> convert(signed_spikes=...)
 
 
 def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str = "optimal") -> None:
     p.add_argument("--threshold", default=default_threshold, help=f"V_th: {METHODS_HELP} (default %(default)s)")
     p.add_argument("--shift", type=_shift, default=None, help="current shift per step: half (V_th/2T), none, or a number (default: none for optimal and ltb, half otherwise)")
     p.add_argument("--reset", choices=fmt.RESETS, default="subtract", help="reset after a spike (default %(default)s)")
+    p.add_argument("--spikes", choices=list(SPIKES), default="unsigned",
+                   help="unsigned: the paper's IF neurons; signed: a neuron whose membrane falls below 0 takes a spike back "
+                        "(a negative spike; format extension, docs/format.md; not exportable to NIR); auto: optimal's final "
+                        "selection tries both (twice the calibration time) (default %(default)s)")
     p.add_argument("--v-init", type=_v_init, default=None,
                    help="initial membrane: a number, half (V_th/2) or calibrated (per channel; optimal only) (default: half for optimal and ltb, 0 otherwise)")
     p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false", default=None,
@@ -281,6 +286,7 @@ def _json_default(value):
 
 def _conversion_kwargs(args) -> dict:
     return {"threshold": args.threshold, "shift": args.shift, "reset": args.reset, "v_init": args.v_init, "batch_size": args.batch_size,
+            "signed_spikes": SPIKES[args.spikes],
             "bias_correction": args.bias_correction, "select": args.select, "maxpool": args.maxpool,
             "readout": args.readout, "readout_start": args.readout_start}
 
@@ -439,7 +445,7 @@ def cmd_demo(args) -> int:
     chosen = any(n.startswith(SELECTION_NOTE) for n in snn.report.notes)  # then v_init and bias correction depend on T
     knobs = "v_init and bias correction chosen per T by the final selection" if chosen else f"v_init {settings['v_init']}"
     _say(args, f"converted in {time.perf_counter() - start:.2f} s: {len(snn.thresholds)} neuron layers, threshold {settings['threshold']}, "
-               f"shift {settings['shift']}, {knobs}, reset {settings['reset']}")
+               f"shift {settings['shift']}, {knobs}, reset {settings['reset']}" + (", signed spikes" if settings["signed_spikes"] else ""))
     results = evaluate(snn, model, feeds, y, timesteps, args.threads, None if not args.quiet else False, _session_factory(args))
     _finish_evaluation(args, results)
     return 0

@@ -49,9 +49,11 @@ class Settings:
     bias_correction: bool | None
     select: bool = True
     readout_start: int = 0
+    signed_spikes: bool | None = False  # None: optimal's final selection tries both
 
 
-def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select=True, readout_start=0) -> Settings:
+def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select=True, readout_start=0,
+                    signed_spikes=False) -> Settings:
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
         raise InputError(f"timesteps must be a positive integer, got {timesteps!r}")
     method = parse_method(threshold_method)
@@ -78,7 +80,13 @@ def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_corr
         raise InputError(f"select must be True or False, got {select!r}")
     if isinstance(readout_start, bool) or not isinstance(readout_start, (int, np.integer)) or readout_start < 0:
         raise InputError(f"readout_start must be a non-negative integer (steps the readout skips), got {readout_start!r}")
-    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select, int(readout_start))
+    if signed_spikes is not None and not isinstance(signed_spikes, bool):
+        raise InputError(f"signed_spikes must be True, False or None (let optimal's selection choose), got {signed_spikes!r}")
+    if signed_spikes is None and not (method.kind == "optimal" and select):
+        signed_spikes = False  # nothing selects: the plain neuron
+    if signed_spikes is not False and reset != "subtract":
+        raise InputError(f"signed spikes need reset 'subtract', got reset {reset!r}")
+    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select, int(readout_start), signed_spikes)
 
 
 class ConvertedSNN:
@@ -109,16 +117,18 @@ class ConvertedSNN:
         meta = {fmt.META_THRESHOLD_METHOD: s.threshold, fmt.META_SOURCE_SHA256: self._source.sha256}
         placeholder = {name: 1.0 for name in names}
         model = build_snn(ctx, placeholder, s.timesteps, {n: 0.0 for n in names}, {n: 0.0 for n in names}, s.reset, self._source.opset, meta)
+        signed = bool(s.signed_spikes)
         if method.kind in SNN_SIDE:
-            candidates = self._candidates(method) if method.kind == "optimal" else [Candidate(s.v_init, s.bias_correction, "ltb")]
+            candidates = self._candidates(method) if method.kind == "optimal" else [Candidate(s.v_init, s.bias_correction, "ltb", signed)]
             feeds, targets, ann_outputs = self._calibration_set()
             best, chosen = select_candidates(model, feeds, targets, ann_outputs, s.timesteps, candidates, s.readout_start, per_channel=method.per_channel,
                                              shift=s.shift, reset=s.reset, upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
                                              v_max={n: stats[n].channel_max for n in names})
-            s = self.settings = Settings(**(vars(s) | {"v_init": best.v_init, "bias_correction": best.bias}))
-            rule = best.rule
+            s = self.settings = Settings(**(vars(s) | {"v_init": best.v_init, "bias_correction": best.bias, "signed_spikes": best.signed}))
+            rule, signed = best.rule, best.signed
             if len(candidates) > 1:
-                describe = lambda c: f"{'ltb, ' if c.rule == 'ltb' else ''}v_init {c.v_init} bias {'on' if c.bias else 'off'}"
+                describe = lambda c: (f"{'ltb, ' if c.rule == 'ltb' else ''}{'signed, ' if c.signed else ''}"
+                                      f"v_init {c.v_init} bias {'on' if c.bias else 'off'}")
                 self.report.notes.append(
                     f"{SELECTION_NOTE} on {len(next(iter(feeds.values())))} calibration samples at T={s.timesteps} "
                     "(top-1 agreement with the ANN / cross-entropy against its top-1; the smallest cross-entropy among those within "
@@ -133,6 +143,9 @@ class ConvertedSNN:
                 v_th = threshold(stats[act.node.name], method, act.upper_bound)
                 v_init = v_th / 2 if s.v_init == "half" else v_th * 0.0 + float(s.v_init)
                 params[act.node.name] = {"v_th": compact(v_th), "shift": compact(shift_value(s.shift, v_th, s.timesteps)), "v_init": compact(v_init)}
+        if signed:
+            for p in params.values():
+                p["signed"] = 1
         set_neuron_params(model, params)
         if s.readout_start >= s.timesteps:
             self.report.notes.append(f"{READOUT_START_NOTE} {s.readout_start} >= T={s.timesteps}: a run of T steps reads out the plain mean")
@@ -146,7 +159,7 @@ class ConvertedSNN:
                               for act in ctx.activations]
         self.report.settings = {"timesteps": s.timesteps, "threshold": s.threshold, "shift": s.shift, "reset": s.reset,
                                 "v_init": s.v_init, "bias_correction": s.bias_correction, "select": s.select,
-                                "readout_start": s.readout_start, "v_th_rule": rule,
+                                "readout_start": s.readout_start, "v_th_rule": rule, "signed_spikes": signed,
                                 "readout": self._ctx.options.get("readout", "membrane")}
         self.model = model
         self.ann_model = build_ann(ctx, {n: float(np.max(v)) for n, v in self.thresholds.items()}, self._source.opset)
@@ -160,13 +173,14 @@ class ConvertedSNN:
         unset and V_th is per channel, local threshold balancing (v_init half, no bias correction)."""
         s, raw = self.settings, self.raw_settings
         if not s.select:
-            return [Candidate(s.v_init, s.bias_correction)]
+            return [Candidate(s.v_init, s.bias_correction, signed=bool(s.signed_spikes))]
         small = s.timesteps <= CALIBRATED_V_INIT_MAX_T
         v_inits = ["half", "calibrated"] if raw.v_init is None and small else [s.v_init]
         biases = [True, False] if raw.bias_correction is None else [s.bias_correction]
-        candidates = [Candidate(v0, b) for v0 in v_inits for b in biases]
+        signs = [False, True] if s.signed_spikes is None else [s.signed_spikes]
+        candidates = [Candidate(v0, b, signed=sg) for sg in signs for v0 in v_inits for b in biases]
         if raw.v_init is None and raw.bias_correction is None and method.per_channel and s.timesteps <= LTB_MAX_T:
-            candidates.append(Candidate("half", False, "ltb"))
+            candidates += [Candidate("half", False, "ltb", sg) for sg in signs]
         return candidates
 
     def _calibration_set(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -249,7 +263,7 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
 def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal", shift: str | float | None = None,
             reset: str = "subtract", v_init: str | float | None = None, bias_correction: bool | None = None, batch_size: int = 64,
             progress: bool | None = None, maxpool: str = "gate", select: bool = True, readout: str = "membrane",
-            readout_start: int = 0) -> ConvertedSNN:
+            readout_start: int = 0, signed_spikes: bool | None = False) -> ConvertedSNN:
     """Convert an ONNX ANN (path, bytes or ModelProto) into an SNN.
 
     calibration: an array (single-input models), a dict input name -> array, or an iterable of such batches
@@ -266,10 +280,12 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     combination of the knobs left at their default (bias correction on or off; v_init half or calibrated up to
     T = CALIBRATED_V_INIT_MAX_T, and local threshold balancing up to LTB_MAX_T), simulate each whole SNN on the
     calibration data and keep the one whose output (read out as the file will be) agrees best with the ANN's
-    (reported in the notes); select=False uses the defaults (v_init half, bias correction on).
+    (reported in the notes); select=False uses the defaults (v_init half, bias correction on). signed_spikes:
+    True writes signed IF neurons (a negative spike takes back an excess; a format extension, see
+    docs/format.md), None lets optimal's final selection try both (twice the calibration time).
     """
-    _check_settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start)
-    settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start)
+    _check_settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start, signed_spikes)
+    settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start, signed_spikes)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     source, ctx, clean = prepare(model, maxpool, readout)

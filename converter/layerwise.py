@@ -64,8 +64,9 @@ def images_for(timesteps: int, available: int) -> int:
 
 
 @njit(parallel=True, cache=True)
-def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, sq_err, mean_err):
+def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, signed, sq_err, mean_err):
     """Simulate one layer for every candidate (k) and channel (c); accumulate errors against the target.
+    ``signed``: the format's signed neuron (a negative spike when v < 0 and the net count is positive).
 
     x: (Tx, N, C, S) float32 currents (Tx == 1: constant); target: (N, C, S) float32 ANN activation;
     v_th, v_init, shift: (K, C) float32. Writes sq_err[k, c] = mean (target - rate)^2 and
@@ -93,6 +94,9 @@ def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, sq_err
                         if vs >= th:
                             count[s] += 1
                             vs = vs - th if subtract else np.float32(0.0)
+                        elif signed and vs < np.float32(0.0) and count[s] > 0:
+                            count[s] -= 1
+                            vs = vs + th
                         v[s] = vs
                 for s in range(inner):
                     d = target[n, c, s] - count[s] * th / timesteps
@@ -132,7 +136,8 @@ def _v_init_base(v_init, v_th: np.ndarray) -> np.ndarray:
 
 
 def choose_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, per_channel: bool, shift, v_init,
-                 reset: str, bias: bool, upper_bound: float | None, v_max: np.ndarray | None = None) -> LayerParams:
+                 reset: str, bias: bool, upper_bound: float | None, v_max: np.ndarray | None = None,
+                 signed: bool = False) -> LayerParams:
     """Parameters of one neuron layer from its real input currents x (Tx, N, C, S) and the ANN target (N, C, S)."""
     subtract = reset == "subtract"
     n_ch = target.shape[1]
@@ -151,7 +156,7 @@ def choose_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, per_chann
     else:
         grid_th, grid_v0 = v_th_c, _v_init_base(v_init, v_th_c)
     grid_sh = _shift_base(shift, grid_th, timesteps)
-    sq, _ = _errors(x, target, grid_th, grid_v0, grid_sh, timesteps, subtract)
+    sq, _ = _errors(x, target, grid_th, grid_v0, grid_sh, timesteps, subtract, signed)
     if per_channel:
         best = np.argmin(sq, axis=0)
         pick = lambda grid: grid[best, np.arange(n_ch)]
@@ -160,16 +165,16 @@ def choose_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, per_chann
         pick = lambda grid: grid[best]
     v_th, v0, sh = pick(grid_th), pick(grid_v0), pick(grid_sh)
     if bias:
-        sh = _correct_bias(x, target, v_th, v0, sh, timesteps, subtract)
+        sh = _correct_bias(x, target, v_th, v0, sh, timesteps, subtract, signed)
     if not per_channel and not bias:
         v_th, v0, sh = v_th[:1], v0[:1], sh[:1]
     return LayerParams(v_th.astype(np.float32), sh.astype(np.float32), v0.astype(np.float32))
 
 
-def _correct_bias(x, target, v_th, v0, sh, timesteps, subtract) -> np.ndarray:
+def _correct_bias(x, target, v_th, v0, sh, timesteps, subtract, signed) -> np.ndarray:
     """Bias correction: add to each channel's shift the mean error it leaves, a few rounds (the rates move)."""
     for _ in range(BIAS_ROUNDS):
-        _, mean = _errors(x, target, v_th[None], v0[None], sh[None], timesteps, subtract)
+        _, mean = _errors(x, target, v_th[None], v0[None], sh[None], timesteps, subtract, signed)
         sh = sh + mean[0]
     return sh
 
@@ -187,7 +192,7 @@ def balanced_thresholds(x: np.ndarray) -> np.ndarray:
 
 
 def balance_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, shift, v_init, reset: str, bias: bool,
-                  upper_bound: float | None) -> LayerParams:
+                  upper_bound: float | None, signed: bool = False) -> LayerParams:
     """The ``ltb`` rule: V_th per channel balanced on the layer's time-averaged input current x (Tx, N, C, S),
     clipped at 0 as the ANN's ReLU does; a channel that never had a positive current gets the layer's largest
     V_th (or 1). v_init and shift as set; bias correction against the ANN target (N, C, S) if asked."""
@@ -198,28 +203,30 @@ def balance_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, shift, v
         v_th = np.minimum(v_th, upper_bound)
     v0, sh = _v_init_base(v_init, v_th), _shift_base(shift, v_th, timesteps)
     if bias:
-        sh = _correct_bias(x, target, v_th, v0, sh, timesteps, reset == "subtract")
+        sh = _correct_bias(x, target, v_th, v0, sh, timesteps, reset == "subtract", signed)
     return LayerParams(v_th.astype(np.float32), sh.astype(np.float32), v0.astype(np.float32))
 
 
-def _errors(x, target, v_th, v_init, shift, timesteps, subtract):
+def _errors(x, target, v_th, v_init, shift, timesteps, subtract, signed=False):
     k, c = v_th.shape
     sq, mean = np.zeros((k, c)), np.zeros((k, c))
     candidate_errors(x, target, np.ascontiguousarray(v_th, np.float32), np.ascontiguousarray(v_init, np.float32),
-                     np.ascontiguousarray(shift, np.float32), timesteps, subtract, sq, mean)
+                     np.ascontiguousarray(shift, np.float32), timesteps, subtract, signed, sq, mean)
     return sq, mean
 
 
 @njit(parallel=True, cache=True)
-def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, spikes):
+def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, signed, spikes):
     """The format's IF step, T times: x (Tx, N, C, S) currents, (C,) parameters, spikes (T, N, C, S) out."""
     tx, n_img, n_ch, inner = x.shape
     for c in prange(n_ch):
         th, sh = v_th[c], shift[c]
         v = np.empty(inner, np.float32)
+        net = np.empty(inner, np.int32)
         for n in range(n_img):
             for s in range(inner):
                 v[s] = v_init[c]
+                net[s] = 0
             for t in range(timesteps):
                 row = 0 if tx == 1 else t
                 for s in range(inner):
@@ -227,18 +234,23 @@ def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, spikes):
                     if vs >= th:
                         spikes[t, n, c, s] = th
                         vs = vs - th if subtract else np.float32(0.0)
+                        net[s] += 1
+                    elif signed and vs < np.float32(0.0) and net[s] > 0:
+                        spikes[t, n, c, s] = -th
+                        vs = vs + th
+                        net[s] -= 1
                     else:
                         spikes[t, n, c, s] = 0.0
                     v[s] = vs
 
 
-def fire(x: np.ndarray, params: LayerParams, timesteps: int, reset: str) -> np.ndarray:
+def fire(x: np.ndarray, params: LayerParams, timesteps: int, reset: str, signed: bool = False) -> np.ndarray:
     """Spikes (T, N, ...) of a layer with the chosen parameters for currents x (Tx, N, ...)."""
     layout = _as_layout(x, True)
     n_ch = layout.shape[2]
     v_th, shift, v0 = (np.ascontiguousarray(np.broadcast_to(a, (n_ch,)), np.float32) for a in (params.v_th, params.shift, params.v_init))
     spikes = np.empty((timesteps,) + layout.shape[1:], np.float32)
-    _fire_channels(layout, v_th, v0, shift, timesteps, reset == "subtract", spikes)
+    _fire_channels(layout, v_th, v0, shift, timesteps, reset == "subtract", signed, spikes)
     return spikes.reshape((timesteps,) + x.shape[1:])
 
 
@@ -296,7 +308,8 @@ def _samplewise(node: onnx.NodeProto, env: dict, constants: dict[str, np.ndarray
 
 def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str, np.ndarray], timesteps: int, *,
                   per_channel: bool, shift, v_init, reset: str, bias: bool, upper_bounds: dict[str, float | None],
-                  v_max: dict[str, np.ndarray] | None = None, rule: str = "error") -> tuple[dict[str, LayerParams], dict[str, np.ndarray]]:
+                  v_max: dict[str, np.ndarray] | None = None, rule: str = "error",
+                  signed: bool = False) -> tuple[dict[str, LayerParams], dict[str, np.ndarray]]:
     """Calibrate every IFNeuron of ``snn`` (any placeholder parameters) in topological order; see the module doc.
 
     feeds: the calibration inputs (N, ...); targets: neuron name -> the source ANN's activation (N, ...) there.
@@ -325,13 +338,13 @@ def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: d
             currents, target = _as_layout(xt, True), _as_layout(targets[node.name], False)
             if rule == "ltb":
                 params = balance_layer(currents, target, timesteps, shift=shift, v_init=v_init, reset=reset, bias=bias,
-                                       upper_bound=upper_bounds.get(node.name))
+                                       upper_bound=upper_bounds.get(node.name), signed=signed)
             else:
                 params = choose_layer(currents, target, timesteps, per_channel=per_channel, shift=shift, v_init=v_init,
                                       reset=reset, bias=bias, upper_bound=upper_bounds.get(node.name),
-                                      v_max=None if v_max is None else v_max.get(node.name))
+                                      v_max=None if v_max is None else v_max.get(node.name), signed=signed)
             chosen[node.name] = params
-            env[node.output[0]] = (fire(xt, params, timesteps, reset), True)
+            env[node.output[0]] = (fire(xt, params, timesteps, reset, signed), True)
         elif node.domain == DOMAIN and node.op_type == MAXPOOL_OP and env[node.input[0]][1]:
             step = _PoolStep(node.name, _attrs(node))
             env[node.output[0]] = spike_max_pool_handler(step, [env[node.input[0]]], None, timesteps)
@@ -370,6 +383,7 @@ class Candidate:
     v_init: str | float
     bias: bool
     rule: str = "error"         # how V_th is chosen: "error" (step 1 of the module doc) or "ltb"
+    signed: bool = False        # signed IF neurons (runtime/format.py)
     agreement: float = 0.0      # top-1 agreement of the SNN readout with the ANN output on the calibration data
     cross_entropy: float = 0.0  # of softmax(SNN readout) against the ANN's top-1 class: what the selection minimises
 
@@ -393,7 +407,8 @@ def select(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str
     """
     chosen = []
     for cand in candidates:
-        params, outputs = calibrate_snn(snn, feeds, targets, timesteps, v_init=cand.v_init, bias=cand.bias, rule=cand.rule, **fixed)
+        params, outputs = calibrate_snn(snn, feeds, targets, timesteps, v_init=cand.v_init, bias=cand.bias, rule=cand.rule,
+                                        signed=cand.signed, **fixed)
         if len(candidates) == 1:
             return cand, params
         agree, ce = [], []

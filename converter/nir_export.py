@@ -235,6 +235,8 @@ class _Builder:
 
     def _op_onnx2snn_IFNeuron(self, node):
         p = fmt.neuron_params(node)
+        if p.signed:
+            self._refuse(node, "signed spikes have no NIR primitive (NIR's IF only fires positive spikes); convert with --spikes unsigned")
         shape = self._shape(node.input[0], node.name, node.op_type)
         v_th, shift, v_init = (_per_element(v, shape) for v in (p.v_th, p.shift, p.v_init))
         meta = {"onnx2snn.node": node.name, "onnx2snn.reset": p.reset}

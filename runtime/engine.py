@@ -24,7 +24,7 @@ import numpy as np
 
 from .kernels.conv import conv2d_events, conv2d_events_if, im2col, tap_targets
 from .kernels.dense import matmul_events
-from .kernels.neuron import BLOCK, if_layer_state
+from .kernels.neuron import BLOCK, if_layer_state, signed_layer_state
 from .kernels.pool import avg_pool2d
 from .dense import DenseNode
 from .errors import InputError, SNNFormatError
@@ -61,7 +61,7 @@ class KernelCache:
     reference ops that ops without a kernel run), the path each node took in the last run (for stats), the
     densities of the current run's values that are known without counting (``densities``: value name -> fraction
     non-zero), and ``spike_sink``: None, or a dict that collects every neuron layer's spikes of each run
-    (name -> list of (T, N, ...) bool arrays, one per chunk; AveragePools are then not fused, so that the spikes
+    (name -> list of (T, N, ...) int8 spike signs, one per chunk; AveragePools are then not fused, so that the spikes
     exist; the numbers do not change), for ``runtime.compare``."""
 
     def __init__(self, mode: str = "auto", precision: str = "float32"):
@@ -114,8 +114,9 @@ def _blocks(n: int) -> int:
     return max(1, min(n, 8 * numba.get_num_threads()))
 
 
-def _neuron(step: Step, x: Value, timesteps: int, v: np.ndarray | None) -> tuple[Value, np.ndarray, np.ndarray]:
-    """Spikes (T, ...) of one neuron layer, its spike count per step, and its membranes after the last step."""
+def _neuron(step: Step, x: Value, timesteps: int, state) -> tuple[Value, np.ndarray, object]:
+    """Spikes (T, ...) of one neuron layer, its spike count per step, and its state after the last step: the
+    membranes, or for signed neurons (membranes, net spike counts). ``state`` None: a fresh start."""
     arr, dyn = x
     shape = arr.shape[1:] if dyn else arr.shape
     m = _prod(shape)
@@ -123,12 +124,16 @@ def _neuron(step: Step, x: Value, timesteps: int, v: np.ndarray | None) -> tuple
     p = step.neuron
     inner = _prod(shape[2:]) if len(shape) > 2 else 1
     v_th, shift, v_init = p.per_channel()
-    if v is None:
+    if state is None:
         v = np.tile(np.repeat(v_init, inner), m // (inner * v_init.size))  # element m has channel (m // inner) % C
+        state = (v, np.zeros(m, np.int32)) if p.signed else v
     spikes = np.empty((timesteps, m), np.float32)
     counts = np.zeros(((m + BLOCK - 1) // BLOCK, timesteps), np.int64)
-    if_layer_state(rows, timesteps, v_th, shift, v, inner, p.reset == "subtract", spikes, counts)
-    return (spikes.reshape((timesteps,) + shape), True), counts.sum(axis=0), v
+    if p.signed:
+        signed_layer_state(rows, timesteps, v_th, shift, state[0], state[1], inner, spikes, counts)
+    else:
+        if_layer_state(rows, timesteps, v_th, shift, state, inner, p.reset == "subtract", spikes, counts)
+    return (spikes.reshape((timesteps,) + shape), True), counts.sum(axis=0), state
 
 
 @dataclass
@@ -256,8 +261,8 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
     are not stored either. None when the pattern does not apply (then the nodes run one by one)."""
     (x, dyn), w = args[0], args[1]
     b_val = args[2] if len(args) > 2 else None
-    if not dyn or w[1] or (b_val is not None and b_val[1]) or x.ndim != 5:
-        return None
+    if not dyn or w[1] or (b_val is not None and b_val[1]) or x.ndim != 5 or neuron.neuron.signed:
+        return None  # signed neurons run unfused, in kernels/neuron.py
     in_shape = x.shape[1:]
     cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b_val[0] if b_val is not None else None, in_shape, cache.dtype))
     n_out, (ho, wo) = cw.bias.shape[0], cw.out_hw
@@ -518,7 +523,7 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
                 value = handler(step, args, cache, timesteps) if handler else None
                 results = [value] if value is not None else _per_step(step, args, timesteps, cache.ops)
             if step.neuron is not None and cache.spike_sink is not None:
-                cache.spike_sink.setdefault(step.name, []).append(results[0][0] != 0)
+                cache.spike_sink.setdefault(step.name, []).append(np.sign(results[0][0]).astype(np.int8))
             for name, value in zip(step.outputs, results):
                 env[name] = value
                 shapes[name] = value[0].shape[1:] if value[1] else np.shape(value[0])

@@ -35,11 +35,14 @@ META_READOUT_START = "onnx2snn.readout_start"   # optional, default 0: the reado
 _DIGITS = re.compile(r"[0-9]+\Z")  # ASCII digits only: str.isdigit also accepts e.g. '²', which int() refuses
 
 # Attributes of IFNeuron with their defaults (None: required).
-NEURON_DEFAULTS = {"v_th": None, "shift": 0.0, "v_init": 0.0, "reset": "subtract"}
+NEURON_DEFAULTS = {"v_th": None, "shift": 0.0, "v_init": 0.0, "reset": "subtract", "signed": 0}
 
 _NEURON_DOC = """Integrate-and-fire neuron with threshold v_th, evaluated once per time step.
 Per step: v += x(t) + shift; if v >= v_th: s = v_th and v -= v_th (reset "subtract") or v = 0 (reset "zero");
-else s = 0. The membrane starts at v_init. Per-channel values may be 1-D tensors (one value per input channel)."""
+else s = 0. The membrane starts at v_init. Per-channel values may be 1-D tensors (one value per input channel).
+signed = 1 (reset "subtract" only) adds a negative spike: else if v < 0 and the neuron's net spike count
+(positive minus negative spikes so far) is > 0: s = -v_th and v += v_th. The net count never drops below 0,
+so the rate stays a ReLU's, but a neuron that fired early on a transient takes the excess back."""
 
 
 def _register_schema() -> None:
@@ -50,13 +53,14 @@ def _register_schema() -> None:
     schema = S(
         NEURON_OP, DOMAIN, DOMAIN_VERSION, _NEURON_DOC,
         inputs=[S.FormalParameter("x", "T", "synaptic current x(t)")],
-        outputs=[S.FormalParameter("s", "T", "spikes s(t), 0 or v_th")],
+        outputs=[S.FormalParameter("s", "T", "spikes s(t), 0 or v_th (or -v_th if signed)")],
         type_constraints=[("T", ["tensor(float)"], "32-bit float currents and spikes")],
         attributes=[
             S.Attribute("v_th", S.AttrType.FLOAT, "firing threshold (> 0); required (checked by the reader)", required=False),
             S.Attribute("shift", S.AttrType.FLOAT, "added to the current every step", required=False),
             S.Attribute("v_init", S.AttrType.FLOAT, "initial membrane potential", required=False),
             S.Attribute("reset", S.AttrType.STRING, "'subtract' or 'zero'", required=False),
+            S.Attribute("signed", S.AttrType.INT, "1: negative spikes take back an excess (default 0)", required=False),
         ],
     )
     schema.set_type_and_shape_inference_function(lambda ctx: ctx.set_output_type(0, ctx.get_input_type(0)))
@@ -102,6 +106,7 @@ class NeuronParams:
     shift: np.ndarray
     v_init: np.ndarray
     reset: str
+    signed: bool = False
 
     @property
     def channels(self) -> int:
@@ -128,6 +133,8 @@ def _attr_value(node: onnx.NodeProto, attr: onnx.AttributeProto):
         return arr.astype(np.float32)
     if attr.type == onnx.AttributeProto.STRING:
         return attr.s.decode("utf-8", "replace")
+    if attr.type == onnx.AttributeProto.INT:
+        return int(attr.i)
     raise SNNFormatError(f"neuron '{node.name}': attribute {attr.name} has unsupported type {onnx.AttributeProto.AttributeType.Name(attr.type)}")
 
 
@@ -142,14 +149,19 @@ def neuron_params(node: onnx.NodeProto) -> NeuronParams:
         if name not in values:
             if default is None:
                 raise SNNFormatError(f"neuron '{node.name}': required attribute '{name}' is missing")
-            values[name] = default if isinstance(default, str) else np.array([default], dtype=np.float32)
+            values[name] = default if isinstance(default, (str, int)) else np.array([default], dtype=np.float32)
     reset = values["reset"]
     if not isinstance(reset, str) or reset not in RESETS:
         raise SNNFormatError(f"neuron '{node.name}': reset must be one of {RESETS}, got {reset!r}")
+    signed = values["signed"]
+    if isinstance(signed, bool) or not isinstance(signed, int) or signed not in (0, 1):
+        raise SNNFormatError(f"neuron '{node.name}': signed must be the integer 0 or 1, got {signed!r}")
+    if signed and reset != "subtract":
+        raise SNNFormatError(f"neuron '{node.name}': signed spikes need reset 'subtract', got {reset!r}")
     for name in ("v_th", "shift", "v_init"):
         arr = values[name]
-        if isinstance(arr, str):
-            raise SNNFormatError(f"neuron '{node.name}': attribute {name} must be a float, got a string")
+        if not isinstance(arr, np.ndarray):
+            raise SNNFormatError(f"neuron '{node.name}': attribute {name} must be a float, got {type(arr).__name__} {arr!r}")
         if not np.all(np.isfinite(arr)):
             raise SNNFormatError(f"neuron '{node.name}': attribute {name} contains NaN or Inf")
     if np.any(values["v_th"] <= 0):
@@ -157,7 +169,7 @@ def neuron_params(node: onnx.NodeProto) -> NeuronParams:
     sizes = {values[n].size for n in ("v_th", "shift", "v_init")} - {1}
     if len(sizes) > 1:
         raise SNNFormatError(f"neuron '{node.name}': per-channel attributes disagree on the channel count {sorted(sizes)}")
-    return NeuronParams(values["v_th"], values["shift"], values["v_init"], reset)
+    return NeuronParams(values["v_th"], values["shift"], values["v_init"], reset, bool(signed))
 
 
 def metadata(model: onnx.ModelProto) -> dict[str, str]:

@@ -26,8 +26,9 @@ def channel_view(values: np.ndarray, ndim: int) -> np.ndarray:
     return values.reshape((1, values.size) + (1,) * (ndim - 2))
 
 
-def if_step(x: np.ndarray, v: np.ndarray, p: NeuronParams) -> tuple[np.ndarray, np.ndarray]:
-    """One integrate-and-fire step: (current, membrane) -> (spikes, membrane)."""
+def if_step(x: np.ndarray, v: np.ndarray, p: NeuronParams, net: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One integrate-and-fire step: (current, membrane, net spike count) -> (spikes, membrane, net spike count).
+    ``net`` (positive minus negative spikes so far) is only kept for signed neurons; None otherwise."""
     v_th, shift = channel_view(p.v_th, x.ndim), channel_view(p.shift, x.ndim)
     v = v + (x + shift)
     fired = v >= v_th
@@ -36,7 +37,13 @@ def if_step(x: np.ndarray, v: np.ndarray, p: NeuronParams) -> tuple[np.ndarray, 
         v = np.where(fired, v - v_th, v)
     else:
         v = np.where(fired, np.float32(0.0), v)
-    return spikes, v.astype(np.float32)
+    if p.signed:
+        net = np.zeros(x.shape, np.int32) if net is None else net
+        back = ~fired & (v < 0) & (net > 0)
+        spikes = np.where(back, -v_th, spikes).astype(np.float32)
+        v = np.where(back, v + v_th, v)
+        net = net + fired.astype(np.int32) - back.astype(np.int32)
+    return spikes, v.astype(np.float32), net
 
 
 def initial_membrane(x: np.ndarray, p: NeuronParams) -> np.ndarray:
@@ -46,6 +53,7 @@ def initial_membrane(x: np.ndarray, p: NeuronParams) -> np.ndarray:
 def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trace: bool = False, ops: dict = OPS) -> RunResult:
     """Simulate ``timesteps`` steps; return the rate readout (and the readout after every step if ``trace``)."""
     membrane: dict[str, np.ndarray] = {}
+    net: dict[str, np.ndarray | None] = {}  # signed neurons' net spike counts
     spike_counts = {s.name: np.zeros(timesteps, np.int64) for s in plan.neurons}
     sums = {o.name: OutputSums() for o in plan.outputs}
     traces = {o.name: [] for o in plan.outputs} if trace else None
@@ -61,7 +69,7 @@ def run_reference(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, trac
                     v = membrane.get(step.name)
                     if v is None:
                         v = initial_membrane(args[0], step.neuron)
-                    spikes, membrane[step.name] = if_step(args[0], v, step.neuron)
+                    spikes, membrane[step.name], net[step.name] = if_step(args[0], v, step.neuron, net.get(step.name))
                     spike_counts[step.name][t] = int(np.count_nonzero(spikes))
                     results = [spikes]
                 elif step.op == MAXPOOL_OP:  # stateful: running totals of its inputs, like a membrane

@@ -104,6 +104,30 @@ def test_readout_by_spikes_from_the_command_line(files, capsys):
     assert code == 2 and "--readout" in err and not (d / "t.snn.onnx").exists()
 
 
+def test_signed_spikes_from_the_command_line(files, capsys):
+    """--spikes signed writes signed neurons that run; auto lets the selection choose (its note says which);
+    signed with the zero reset is refused before anything is written."""
+    d = files
+    code, out, err = run_cli(capsys, "convert", d / "model.onnx", "--calib", d / "calib.npy", "-o", d / "s.snn.onnx", "--timesteps", 4,
+                             "--spikes", "signed")
+    assert code == 0, err
+    neurons = [n for n in onnx.load(d / "s.snn.onnx").graph.node if n.op_type == "IFNeuron"]
+    assert neurons and all(any(a.name == "signed" and a.i == 1 for a in n.attribute) for n in neurons)
+    np.save(d / "x.npy", np.load(d / "calib.npy")[:5])
+    code, out, err = run_cli(capsys, "run", d / "s.snn.onnx", "--input", d / "x.npy", "--output", d / "y.npy")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "inspect", d / "s.snn.onnx")
+    assert code == 0 and ", signed" in out
+    code, out, err = run_cli(capsys, "convert", d / "model.onnx", "--calib", d / "calib.npy", "-o", d / "a.snn.onnx", "--timesteps", 4,
+                             "--spikes", "auto", "--report", d / "report.json")
+    assert code == 0, err
+    notes = json.loads((d / "report.json").read_text())["notes"]
+    assert any("signed, v_init half bias on" in n for n in notes)
+    code, out, err = run_cli(capsys, "convert", d / "model.onnx", "--calib", d / "calib.npy", "-o", d / "z.snn.onnx",
+                             "--spikes", "signed", "--reset", "zero")
+    assert code == 2 and err.strip() == "error: signed spikes need reset 'subtract', got reset 'zero'" and not (d / "z.snn.onnx").exists()
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_exits_2_with_one_error_line(files, capsys, case):
     make, message = BAD[case]

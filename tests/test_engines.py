@@ -21,8 +21,9 @@ MODELS = {
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("settings", [dict(threshold="max"), dict(threshold="p99.9", reset="zero", shift="none", v_init="half")],
-                         ids=["max-subtract", "p99.9-zero"])
+@pytest.mark.parametrize("settings", [dict(threshold="max"), dict(threshold="p99.9", reset="zero", shift="none", v_init="half"),
+                                      dict(threshold="optimal", signed_spikes=True)],
+                         ids=["max-subtract", "p99.9-zero", "optimal-signed"])
 def test_numba_equals_reference(name, seed, settings):
     model, shape = MODELS[name](seed)
     snn, x = converted(model, shape, seed, **settings)
@@ -33,6 +34,9 @@ def test_numba_equals_reference(name, seed, settings):
     np.testing.assert_allclose(out_fast, out_ref, rtol=0, atol=1e-5)
     assert [l["spikes"] for l in fast.stats["layers"]] == [l["spikes"] for l in ref.stats["layers"]]
     assert fast.stats["total_spikes"] > 0
+    if settings.get("signed_spikes"):  # the float32 engine against the float32 oracle, bit for bit
+        out32 = InferenceSession(snn, engine="reference", precision="float32").run(None, {"x": x}, timesteps=8)[0]
+        np.testing.assert_array_equal(out_fast, out32)
 
 
 def test_trace_ends_at_run_and_has_one_row_per_step():

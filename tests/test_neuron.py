@@ -8,17 +8,17 @@ from runtime.plan import Step
 from runtime.reference import if_step, initial_membrane
 
 
-def params(v_th=1.0, shift=0.0, v_init=0.0, reset="subtract"):
+def params(v_th=1.0, shift=0.0, v_init=0.0, reset="subtract", signed=False):
     f = lambda v: np.atleast_1d(np.asarray(v, np.float32))
-    return NeuronParams(f(v_th), f(shift), f(v_init), reset)
+    return NeuronParams(f(v_th), f(shift), f(v_init), reset, signed)
 
 
 def simulate_reference(currents, p):
     """currents: (T, N, C) -> spikes (T, N, C), final membrane."""
-    v = initial_membrane(currents[0], p)
+    v, net = initial_membrane(currents[0], p), None
     out = []
     for x in currents:
-        s, v = if_step(x, v, p)
+        s, v, net = if_step(x, v, p, net)
         out.append(s)
     return np.stack(out), v
 
@@ -94,3 +94,49 @@ def test_kernel_matches_reference_on_random_currents(rng, reset):
     ref, _ = simulate_reference(currents, p)
     kern, _ = simulate_kernel(currents, p)
     np.testing.assert_array_equal(ref, kern)
+
+
+def sequence(values, steps=None):
+    values = np.asarray(values, np.float32)
+    return values.reshape(len(values), 1, 1)
+
+
+SIGNED_CASES = [
+    # (currents per step, params, expected spikes as multiples of v_th) -- worked by hand
+    ([1.0, -1.5, -1.5, 0.0, 0.5], params(signed=True), [1, -1, 0, 0, 0]),   # v: 1→0 -1.5→-.5 (net 0: no more) -2 -2 -1.5
+    ([0.0, -0.5, 0.0], params(signed=True), [0, 0, 0]),                     # never fired: nothing to take back
+    ([2.5, 0.0, -2.0, 0.0], params(signed=True), [1, 1, -1, -1]),           # v: 2.5→1.5 1.5→.5 -1.5→-.5 -.5→.5 (net 2, 1, 0)
+    ([2.5, 0.0, -2.0, 0.0, 0.6], params(signed=True), [1, 1, -1, -1, 1]),   # ... then 1.1→.1: fires again
+    ([0.75] * 5, params(signed=True), [0, 1, 1, 1, 0]),                     # a positive current: the plain IF sequence
+]
+
+
+@pytest.mark.parametrize("currents, p, expected", SIGNED_CASES)
+def test_signed_hand_computed_sequences(currents, p, expected):
+    want = np.array(expected, np.float32) * p.v_th[0]
+    ref, _ = simulate_reference(sequence(currents), p)
+    np.testing.assert_array_equal(ref[:, 0, 0], want)
+    kern, counts = simulate_kernel(sequence(currents), p)
+    np.testing.assert_array_equal(kern[:, 0, 0], want)
+    np.testing.assert_array_equal(counts, np.abs(np.array(expected)))  # spikes of either sign count
+
+
+def test_signed_net_count_never_negative_and_kernel_equals_reference(rng):
+    currents = rng.normal(0.0, 0.8, (24, 3, 4, 5, 5)).astype(np.float32)
+    p = params(v_th=[0.7, 1.1, 0.9, 1.3], shift=0.02, v_init=[0.1, 0.0, 0.3, 0.5], signed=True)
+    ref, v_ref = simulate_reference(currents, p)
+    kern, _ = simulate_kernel(currents, p)
+    np.testing.assert_array_equal(ref, kern)
+    net = np.cumsum(np.sign(ref), axis=0)
+    assert net.min() == 0 and (ref < 0).any()  # negative spikes happen, the running net count stays >= 0
+
+
+def test_signed_state_carries_across_blocks_of_steps(rng):
+    """The engine continues a run block by block (early stop): the net count is state, like the membrane."""
+    currents = rng.normal(0.0, 0.8, (12, 2, 3, 7)).astype(np.float32)
+    p = params(v_th=[0.8, 1.0, 1.2], shift=0.01, signed=True)
+    step = Step("n", "IFNeuron", ("x",), ("s",), {}, p)
+    (whole, _), _, _ = _neuron(step, (currents, True), 12, None)
+    (first, _), _, state = _neuron(step, (currents[:5], True), 5, None)
+    (second, _), _, _ = _neuron(step, (currents[5:], True), 7, state)
+    np.testing.assert_array_equal(whole, np.concatenate([first, second]))

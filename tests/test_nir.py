@@ -121,6 +121,12 @@ def test_max_pool_is_refused_by_name(tmp_path):
         export_nir(tmp_path / "p.snn.onnx")
 
 
+def test_signed_spikes_are_refused_by_name(tmp_path):
+    path = digits_snn(tmp_path, timesteps=4, threshold="max", signed_spikes=True)
+    with pytest.raises(NirExportError, match=r"node '[^']+' \(onnx2snn.IFNeuron\): signed spikes have no NIR primitive"):
+        export_nir(path)
+
+
 def test_cli_export_nir(tmp_path, capsys):
     path = digits_snn(tmp_path, timesteps=8, threshold="max")
     out = tmp_path / "d.nir"

@@ -52,3 +52,50 @@ def if_layer_state(x, timesteps, v_th, shift, v, inner, subtract, spikes, counts
         start = blk * BLOCK
         _block_if(x, start, min(start + BLOCK, m_total), timesteps, v_th, shift, v, inner, subtract, spikes, counts[blk],
                   vb, th, sh)
+
+
+@njit(cache=True)
+def _block_signed(x, start, stop, timesteps, v_th, shift, v, net, inner, spikes, counts, vb, nb, th, sh):
+    """Neurons start..stop of ``signed_layer_state`` for all steps, branch-free as ``_block_if``."""
+    const_input = x.shape[0] == 1
+    n_ch = v_th.shape[0]
+    width = stop - start
+    for k in range(width):
+        ch = ((start + k) // inner) % n_ch
+        vb[k] = v[start + k]
+        nb[k] = net[start + k]
+        th[k] = v_th[ch]
+        sh[k] = shift[ch]
+    for t in range(timesteps):
+        xt = x[0 if const_input else t, start:stop]
+        st = spikes[t, start:stop]
+        events = 0
+        for k in range(width):
+            vk = vb[k] + (xt[k] + sh[k])
+            up = vk >= th[k]
+            down = (not up) and vk < np.float32(0.0) and nb[k] > 0
+            st[k] = th[k] if up else (-th[k] if down else np.float32(0.0))
+            vb[k] = vk - th[k] if up else (vk + th[k] if down else vk)
+            nb[k] += np.int32(up) - np.int32(down)
+            events += np.int64(up) + np.int64(down)
+        counts[t] = events
+    for k in range(width):
+        v[start + k] = vb[k]
+        net[start + k] = nb[k]
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def signed_layer_state(x, timesteps, v_th, shift, v, net, inner, spikes, counts):
+    """``if_layer_state`` for signed neurons (reset "subtract"): a neuron whose membrane is below 0 after the
+    step's input and whose net spike count ``net`` ((M,) int32, kept across blocks of steps like ``v``) is
+    positive fires -v_th and gains v_th. spikes: 0 or +-v_th; counts: spikes of either sign per block and step."""
+    m_total = x.shape[1]
+    n_blocks = (m_total + BLOCK - 1) // BLOCK
+    for blk in prange(n_blocks):
+        vb = np.empty(BLOCK, np.float32)
+        nb = np.empty(BLOCK, np.int32)
+        th = np.empty(BLOCK, np.float32)
+        sh = np.empty(BLOCK, np.float32)
+        start = blk * BLOCK
+        _block_signed(x, start, min(start + BLOCK, m_total), timesteps, v_th, shift, v, net, inner, spikes, counts[blk],
+                      vb, nb, th, sh)
