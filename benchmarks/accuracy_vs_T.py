@@ -87,7 +87,7 @@ def unpacked(hexbits: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(hexbits), np.uint8))[:n].astype(bool)
 
 
-def ours(path: str, calib, x, y, timesteps: list[int], letters: list[str]) -> tuple[dict, dict]:
+def ours(path: str, calib, x, y, timesteps: list[int], letters=tuple(DEFAULT_ROWS.split(","))) -> tuple[dict, dict]:
     """Accuracy and per-image correctness (label -> T -> value) of our rows whose letter is in ``letters``."""
     rows, hits = {}, {}
     base = converter.convert(path, calib, timesteps=timesteps[-1], threshold="max", progress=False)
@@ -289,7 +289,7 @@ def lossless_t(acc: dict[int, float], ann: float) -> int | None:
     return ok[0] if ok else None
 
 
-def table(results: dict) -> str:
+def table(results: dict, reference: str = OPTIMAL) -> str:
     lines = []
     shown = [t for t in REPORT_T if t in results["timesteps"]]
     for model, r in results["models"].items():
@@ -301,7 +301,7 @@ def table(results: dict) -> str:
             lt = lossless_t(acc, r["ann"])
             cells = (f"{100 * acc[t]:.1f}" if t in acc else "—" for t in shown)  # "—": not run (merged results)
             lines.append(f"| {label} | {lt if lt else '>' + str(max(acc))} | " + " | ".join(cells) + " |")
-        lines.append("\n" + behind(r))
+        lines.append("\n" + behind(r, reference))
     return "\n".join(lines)
 
 
@@ -311,22 +311,23 @@ def mcnemar_exact(b: int, c: int) -> float:
     return 1.0 if n == 0 else min(1.0, 2.0 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2.0 ** n)
 
 
-def behind(r: dict, alpha: float = 0.05) -> str:
-    """Where (d) optimal trails another row of the same model, in images: the acceptance check in one line.
+def behind(r: dict, reference: str = OPTIMAL, alpha: float = 0.05) -> str:
+    """Where the ``reference`` row ((d) optimal unless --reference-row says otherwise) trails another row of the
+    same model, in images: the acceptance check in one line.
 
     Each deficit gets McNemar's exact test on the images the two rows disagree on, when the run kept which images
     each cell got right (runs from before then: the smallest p-value the test could give a deficit of k images,
-    2 ** (1 - k)). A cell counts against (d) only if that p-value is below ``alpha``."""
-    if OPTIMAL not in r["rows"]:
-        return "optimal not run"
-    ours_acc = {int(k): v for k, v in r["rows"][OPTIMAL].items()}
+    2 ** (1 - k)). A cell counts against the reference only if that p-value is below ``alpha``."""
+    if reference not in r["rows"]:
+        return f"{reference} not run"
+    ours_acc = {int(k): v for k, v in r["rows"][reference].items()}
     hits = r.get("hits", {})
     cells, significant = [], 0
     for label, acc in r["rows"].items():
         for t, a in ((int(k), v) for k, v in acc.items()):
-            if label != OPTIMAL and t in ours_acc and a > ours_acc[t] + 1e-9:
+            if label != reference and t in ours_acc and a > ours_acc[t] + 1e-9:
                 k = round((a - ours_acc[t]) * r["samples"])
-                mine, theirs = (hits.get(row, {}).get(str(t)) for row in (OPTIMAL, label))
+                mine, theirs = (hits.get(row, {}).get(str(t)) for row in (reference, label))
                 if mine and theirs:
                     mine, theirs = unpacked(mine, r["samples"]), unpacked(theirs, r["samples"])
                     p = mcnemar_exact(int(np.sum(theirs & ~mine)), int(np.sum(mine & ~theirs)))
@@ -336,12 +337,13 @@ def behind(r: dict, alpha: float = 0.05) -> str:
                     cells.append(f"T={t} {label} by {k} image(s) (McNemar p >= {p:.2g})")
                 significant += p < alpha
     verdict = "yes" if not cells else "no; behind at " + "; ".join(cells)
-    return (f"optimal at or above every row at every T: {verdict}\n\n"
-            f"cells where a row is significantly above optimal (McNemar exact, {alpha:.0%}): {significant}")
+    name = reference.split(": ", 1)[-1]
+    return (f"{name} at or above every row at every T: {verdict}\n\n"
+            f"cells where a row is significantly above {name} (McNemar exact, {alpha:.0%}): {significant}")
 
 
-def zoo_summary(results: dict, timesteps: list[int] | None = None) -> str:
-    """The zoo's summary: (d)'s gap to the ANN per model and T, per kind the median and worst gap, and each row's
+def zoo_summary(results: dict, timesteps: list[int] | None = None, reference: str = OPTIMAL) -> str:
+    """The zoo's summary: the reference row's gap to the ANN per model and T, per kind the median and worst gap, and each row's
     median accuracy over the models (the acceptance's "strictly above every SpikingJelly recipe in the median")."""
     models = {m: r for m, r in results["models"].items() if "zoo" in CATALOGUE.get(m, {})}
     if not models:
@@ -349,18 +351,18 @@ def zoo_summary(results: dict, timesteps: list[int] | None = None) -> str:
     shown = [t for t in (timesteps or REPORT_T) if t in results["timesteps"]]
     gap = lambda r, label, t: 100 * (r["ann"] - r["rows"][label][str(t)]) if str(t) in r["rows"].get(label, {}) else None
     fmt = lambda g: "—" if g is None else f"{g:+.1f}"
-    lines = ["\nGap to the ANN of (d) optimal, in points (ANN minus SNN; negative: above the ANN)\n",
+    lines = [f"\nGap to the ANN of {reference}, in points (ANN minus SNN; negative: above the ANN)\n",
              "| model | kind | ANN | " + " | ".join(f"T={t}" for t in shown) + " |", "|---|---|---|" + "---|" * len(shown)]
     for m, r in models.items():
         lines.append(f"| {m} | {CATALOGUE[m]['zoo']['kind']} | {100 * r['ann']:.1f} | "
-                     + " | ".join(fmt(gap(r, OPTIMAL, t)) for t in shown) + " |")
-    lines += ["\nPer kind: median / worst gap of (d) optimal, in points\n",
+                     + " | ".join(fmt(gap(r, reference, t)) for t in shown) + " |")
+    lines += [f"\nPer kind: median / worst gap of {reference}, in points\n",
               "| kind | models | " + " | ".join(f"T={t}" for t in shown) + " |", "|---|---|" + "---|" * len(shown)]
     for kind in dict.fromkeys(CATALOGUE[m]["zoo"]["kind"] for m in models):
         group = [r for m, r in models.items() if CATALOGUE[m]["zoo"]["kind"] == kind]
         cells = []
         for t in shown:
-            gaps = [g for g in (gap(r, OPTIMAL, t) for r in group) if g is not None]
+            gaps = [g for g in (gap(r, reference, t) for r in group) if g is not None]
             cells.append(f"{np.median(gaps):+.1f} / {max(gaps):+.1f}" if gaps else "—")
         lines.append(f"| {kind} | {len(group)} | " + " | ".join(cells) + " |")
     labels = list(dict.fromkeys(label for r in models.values() for label in r["rows"]))
@@ -375,7 +377,7 @@ def zoo_summary(results: dict, timesteps: list[int] | None = None) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict, path: str) -> None:
+def plot(results: dict, path: str, reference: str = OPTIMAL) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -386,9 +388,9 @@ def plot(results: dict, path: str) -> None:
         r = results["models"][model]
         for label, acc in r["rows"].items():
             ts = sorted(int(k) for k in acc)
-            style = "-" if label.startswith("(d)") else ("--" if label.startswith("(e)") else ":")
+            style = "-" if label in (OPTIMAL, reference) else ("--" if label.startswith("(e)") else ":")
             ax.plot(ts, [100 * acc[t] if t in acc else acc[str(t)] * 100 for t in ts], style, marker="o", ms=3,
-                    lw=2.5 if label.startswith("(d)") else 1.2, label=label)
+                    lw=2.5 if label == reference else (1.8 if label == OPTIMAL else 1.2), label=label)
         ax.axhline(100 * r["ann"], color="k", lw=0.8, label="ANN")
         ax.set_xscale("log", base=2)
         ax.set_ylim(0, 100)
@@ -436,13 +438,13 @@ def merge(paths: list[str]) -> dict:
     return merged
 
 
-def report(results: dict, plot_path: str | None) -> int:
+def report(results: dict, plot_path: str | None, reference: str = OPTIMAL) -> int:
     """Print the table (and the zoo summary) and write the plot of a run or of merged runs."""
     results = json.loads(json.dumps(results))  # T keys as strings, as a merged run has them
-    print(table(results))
-    print(zoo_summary(results))
+    print(table(results, reference))
+    print(zoo_summary(results, reference=reference))
     if plot_path:
-        plot(results, plot_path)
+        plot(results, plot_path, reference)
     return 0
 
 
@@ -458,11 +460,16 @@ def main(argv=None) -> int:
     rows_arg.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
     rows_arg.add_argument("--no-ours", action="store_true", help="skip our rows (a)-(d), (f): SpikingJelly's alone, to --merge later")
     ap.add_argument("--rows", default=DEFAULT_ROWS, help="our rows to run, by letter (default %(default)s; all: a,b,c,d,f,g,h)")
+    ap.add_argument("--reference-row", default="d", help="the row of ours the others are tested against (McNemar) and whose "
+                    "gap to the ANN the zoo summary gives, by letter (default %(default)s: optimal)")
     ap.add_argument("--calib", help="calibration .npz ('image') instead of models/{dataset}_calib.npz, for every model")
     ap.add_argument("--calib-count", type=int, default=0, help="the first N calibration images only (default: all)")
     ap.add_argument("--merge", nargs="+", metavar="RUN.json", help="simulate nothing: join the JSON of earlier runs "
                     "(same models and images, e.g. T = 1..64 and T = 128, 256) and print the table / write the plot and JSON")
     args = ap.parse_args(argv)
+    reference = next((label for label in OURS if label[1] == args.reference_row), None)
+    if reference is None:
+        ap.error(f"--reference-row: no row {args.reference_row}; rows: {', '.join(label[1] for label in OURS)}")
     if args.merge:
         results = merge(args.merge)
         if args.models:
@@ -473,7 +480,7 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
-        return report(results, args.plot)
+        return report(results, args.plot, reference)
     if args.zoo and args.models:
         ap.error("--zoo and --models exclude each other")
     bad = sorted(set(args.rows.split(",")) - {label[1] for label in OURS})
@@ -503,7 +510,7 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
-    return report(results, args.plot)
+    return report(results, args.plot, reference)
 
 
 if __name__ == "__main__":
