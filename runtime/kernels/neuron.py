@@ -6,17 +6,23 @@ BLOCK = 256  # neurons per parallel work item: long enough for the inner loop to
 
 
 @njit(cache=True)
-def _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, spikes, counts, vb, th, sh):
-    """Neurons start..stop of ``if_layer_state`` for all steps (a function of its own: LLVM vectorises it better
-    than the body of a parallel loop)."""
-    const_input = x.shape[0] == 1
+def _load_block(start, width, inner, v_th, shift, v, vb, th, sh):
+    """Copy neurons start..start+width's membranes and their channels' v_th and shift into the block buffers."""
     n_ch = v_th.shape[0]
-    width = stop - start
     for k in range(width):
         ch = ((start + k) // inner) % n_ch
         vb[k] = v[start + k]
         th[k] = v_th[ch]
         sh[k] = shift[ch]
+
+
+@njit(cache=True)
+def _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, spikes, counts, vb, th, sh):
+    """Neurons start..stop of ``if_layer_state`` for all steps (a function of its own: LLVM vectorises it better
+    than the body of a parallel loop)."""
+    const_input = x.shape[0] == 1
+    width = stop - start
+    _load_block(start, width, inner, v_th, shift, v, vb, th, sh)
     for t in range(timesteps):
         xt = x[0 if const_input else t, start:stop]
         st = spikes[t, start:stop]
@@ -58,14 +64,9 @@ def if_layer_state(x, timesteps, v_th, shift, v, inner, subtract, spikes, counts
 def _block_signed(x, start, stop, timesteps, v_th, shift, v, net, inner, spikes, counts, vb, nb, th, sh):
     """Neurons start..stop of ``signed_layer_state`` for all steps, branch-free as ``_block_if``."""
     const_input = x.shape[0] == 1
-    n_ch = v_th.shape[0]
     width = stop - start
-    for k in range(width):
-        ch = ((start + k) // inner) % n_ch
-        vb[k] = v[start + k]
-        nb[k] = net[start + k]
-        th[k] = v_th[ch]
-        sh[k] = shift[ch]
+    _load_block(start, width, inner, v_th, shift, v, vb, th, sh)
+    nb[:width] = net[start:stop]
     for t in range(timesteps):
         xt = x[0 if const_input else t, start:stop]
         st = spikes[t, start:stop]
