@@ -261,8 +261,8 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
     are not stored either. None when the pattern does not apply (then the nodes run one by one)."""
     (x, dyn), w = args[0], args[1]
     b_val = args[2] if len(args) > 2 else None
-    if not dyn or w[1] or (b_val is not None and b_val[1]) or x.ndim != 5 or neuron.neuron.signed:
-        return None  # signed neurons run unfused, in kernels/neuron.py
+    if not dyn or w[1] or (b_val is not None and b_val[1]) or x.ndim != 5:
+        return None
     in_shape = x.shape[1:]
     cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b_val[0] if b_val is not None else None, in_shape, cache.dtype))
     n_out, (ho, wo) = cw.bias.shape[0], cw.out_hw
@@ -276,11 +276,15 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
         return None
     p = neuron.neuron
     v_th, shift, v_init = (np.ascontiguousarray(np.broadcast_to(a, (n_out,))) for a in p.per_channel())
-    # the kernel keeps membranes channels-last (N, Ho, Wo, O); the run state holds them as (N, O, Ho, Wo), flat
+    # the kernel keeps membranes (and signed neurons' net counts) channels-last (N, Ho, Wo, O); the run state holds
+    # them as (N, O, Ho, Wo), flat, as ``_neuron`` does
+    to_last = lambda a: np.ascontiguousarray(a.reshape(n_batch, n_out, ho * wo).transpose(0, 2, 1)).reshape(-1)
+    to_first = lambda a: np.ascontiguousarray(a.reshape(n_batch, ho * wo, n_out).transpose(0, 2, 1)).reshape(-1)
     if v is None:
         v_cl = np.tile(v_init, n_batch * ho * wo)
+        net_cl = np.zeros(v_cl.size if p.signed else 0, np.int32)
     else:
-        v_cl = np.ascontiguousarray(v.reshape(n_batch, n_out, ho * wo).transpose(0, 2, 1)).reshape(-1)
+        v_cl, net_cl = (to_last(v[0]), to_last(v[1])) if p.signed else (to_last(v), np.zeros(0, np.int32))
     res = np.ascontiguousarray(residual, dtype=np.float32) if residual is not None else np.empty((0,) * 5, np.float32)
     if window is None:
         out, geometry, div = np.empty(out_shape, np.float32), np.empty(0, np.int64), 1.0
@@ -290,8 +294,8 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
     counts = np.zeros((_blocks(n_batch), timesteps), np.int64)
     nonzero = np.zeros((counts.shape[0], 1), np.int64)
     conv2d_events_if(xs, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, np.array([ho, wo], np.int64), res,
-                     v_th, shift, p.reset == "subtract", v_cl, geometry, div, out, counts, nonzero)
-    v = np.ascontiguousarray(v_cl.reshape(n_batch, ho * wo, n_out).transpose(0, 2, 1)).reshape(-1)
+                     v_th, shift, p.reset == "subtract", v_cl, net_cl, geometry, div, out, counts, nonzero)
+    v = (to_first(v_cl), to_first(net_cl)) if p.signed else to_first(v_cl)
     counts = counts.sum(axis=0)
     known = spike_density(counts, out.size, v_th) if window is None else int(nonzero.sum()) / max(1, out.size)
     return Fused((out, True), counts, v, known, window is not None, out_shape[1:])

@@ -99,3 +99,19 @@ def test_session_mirrors_onnxruntime_api():
     assert inp.name == "x" and inp.shape == ["N", 12] and inp.type == "tensor(float)"
     assert sess.run([out.name], {"x": x})[0].shape == (6, 5)
     assert sess.default_timesteps == 8
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["if", "signed"])
+def test_a_run_continued_block_by_block_equals_one_run(signed):
+    """Early stop runs blocks of steps from a carried state (membranes; for signed neurons also net counts, kept
+    channels-last inside the fused Conv kernel): two blocks give one run's trace bit for bit."""
+    from runtime.engine import RunState, run_numba
+    snn, x = converted(cnn(), (2, 12, 12), threshold="optimal", signed_spikes=signed)
+    sess = InferenceSession(snn)
+    feeds = {"x": x}
+    whole = run_numba(sess._plan, feeds, 8, sess._cache, True).trace[0]
+    state = RunState()
+    first = run_numba(sess._plan, feeds, 3, sess._cache, True, state).trace[0]
+    second = run_numba(sess._plan, feeds, 5, sess._cache, True, state).trace[0]
+    np.testing.assert_array_equal(np.concatenate([first, second]), whole)
+    assert sess._cache.paths["Conv_4"] == "event"  # a Conv on spikes feeding a neuron: the fused kernel ran

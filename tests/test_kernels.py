@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from runtime.engine import KernelCache, _avg_pool, _conv, _matmul
+from runtime.format import NeuronParams
 from runtime.plan import Step
+from runtime.reference import if_step
 from runtime.reference_ops import FLOAT32_OPS, OPS
 
 T = 3
@@ -210,7 +212,7 @@ def test_fused_conv_if_kernel_float32_sums_are_canonical(rng):
     v = np.full(n * ho * wo * c_out, 0.75, np.float32)
     out = np.empty((steps, n, c_out, ho, wo), np.float32)
     conv2d_events_if(x, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups,
-                     np.array([ho, wo], np.int64), np.empty((0,) * 5, np.float32), v_th, shift, True, v,
+                     np.array([ho, wo], np.int64), np.empty((0,) * 5, np.float32), v_th, shift, True, v, np.zeros(0, np.int32),
                      np.empty(0, np.int64), 1.0, out, np.zeros((1, steps), np.int64), np.zeros((1, 1), np.int64))
     membrane = np.full((n, c_out, ho, wo), 0.75, np.float32)
     th, sh = v_th[0], shift[0]
@@ -221,3 +223,35 @@ def test_fused_conv_if_kernel_float32_sums_are_canonical(rng):
         membrane = np.where(fired, membrane - th, membrane)
     assert out.any() and not out.all()
     np.testing.assert_array_equal(v.reshape(n, ho, wo, c_out), membrane.transpose(0, 2, 3, 1))  # the last bits too
+
+
+def test_fused_conv_if_kernel_signed_neurons_match_the_oracle(rng):
+    """Signed neurons in the fused kernel: spikes of -v_th where the oracle's membrane drops below 0 with a
+    positive net count, membranes and net counts to the last bit."""
+    from runtime.engine import _conv_weights
+    from runtime.kernels.conv import conv2d_events_if
+    steps, n, c_in, c_out = 6, 3, 4, 5
+    w = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32) * 0.5
+    x = np.where(rng.random((steps, n, c_in, 7, 8)) < 0.4, np.float32(1.25), np.float32(-1.25)) * (rng.random((steps, n, c_in, 7, 8)) < 0.6)
+    x = x.astype(np.float32)  # signed spikes in: +-1.25 or 0
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    cw = _conv_weights(Step("conv", "Conv", ("x", "w", "b"), ("y",), attrs), w, b, x.shape[1:], np.float32)
+    ho, wo = cw.out_hw
+    v_th, shift = np.linspace(1.0, 2.0, c_out).astype(np.float32), np.full(c_out, 0.0625, np.float32)
+    v = np.full(n * ho * wo * c_out, 0.5, np.float32)
+    net = np.zeros(v.size, np.int32)
+    out = np.empty((steps, n, c_out, ho, wo), np.float32)
+    counts = np.zeros((1, steps), np.int64)
+    conv2d_events_if(x, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups,
+                     np.array([ho, wo], np.int64), np.empty((0,) * 5, np.float32), v_th, shift, True, v, net,
+                     np.empty(0, np.int64), 1.0, out, counts, np.zeros((1, 1), np.int64))
+    p = NeuronParams(v_th, shift, np.full(c_out, 0.5, np.float32), "subtract", True)
+    membrane, want_net = np.full((n, c_out, ho, wo), 0.5, np.float32), None
+    for t in range(steps):
+        s, membrane, want_net = if_step(FLOAT32_OPS["Conv"]([x[t], w, b], attrs)[0], membrane, p, want_net)
+        np.testing.assert_array_equal(out[t], s)
+        assert counts[0, t] == np.count_nonzero(s)
+    assert (out < 0).any() and (out > 0).any()
+    np.testing.assert_array_equal(v.reshape(n, ho, wo, c_out), membrane.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(net.reshape(n, ho, wo, c_out), want_net.transpose(0, 2, 3, 1))

@@ -181,7 +181,7 @@ def _pool_out(cur, dst, kh, kw, wo, n_out, div, pacc):
 
 
 @njit(cache=True)
-def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v_th, shift, subtract, vn, pool, pool_div,
+def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v_th, shift, subtract, vn, net, pool, pool_div,
                out, acc, cur, pacc, counts, nonzero):
     """All T steps of sample n of ``conv2d_events_if`` (a function of its own: LLVM optimises it better than the
     body of a parallel loop)."""
@@ -200,16 +200,29 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v
             for q in range(size):
                 cur[q] = np.float32(acc[q])
         fired = 0
-        for p in range(plane):
-            for o in range(n_out):
-                q = p * n_out + o
-                th = v_th[o]
-                vk = vn[q] + (cur[q] + shift[o])
-                fire = vk >= th
-                cur[q] = th if fire else np.float32(0.0)
-                reset = vk - th if subtract else np.float32(0.0)
-                vn[q] = reset if fire else vk
-                fired += np.int64(fire)
+        if net.shape[0] > 0:  # signed neurons (reset subtract), as kernels/neuron.signed_layer_state
+            for p in range(plane):
+                for o in range(n_out):
+                    q = p * n_out + o
+                    th = v_th[o]
+                    vk = vn[q] + (cur[q] + shift[o])
+                    up = vk >= th
+                    down = (not up) and vk < np.float32(0.0) and net[q] > 0
+                    cur[q] = th if up else (-th if down else np.float32(0.0))
+                    vn[q] = vk - th if up else (vk + th if down else vk)
+                    net[q] += np.int32(up) - np.int32(down)
+                    fired += np.int64(up) + np.int64(down)
+        else:
+            for p in range(plane):
+                for o in range(n_out):
+                    q = p * n_out + o
+                    th = v_th[o]
+                    vk = vn[q] + (cur[q] + shift[o])
+                    fire = vk >= th
+                    cur[q] = th if fire else np.float32(0.0)
+                    reset = vk - th if subtract else np.float32(0.0)
+                    vn[q] = reset if fire else vk
+                    fired += np.int64(fire)
         counts[t] += fired
         if pool.shape[0] > 0:
             nonzero[0] += _pool_out(cur, out[t, n], pool[0], pool[1], wo, n_out, pool_div, pacc)
@@ -221,7 +234,7 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, residual, v_th, shift, subtract, v, pool,
+def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, residual, v_th, shift, subtract, v, net, pool,
                      pool_div, out, counts, nonzero):
     """Conv followed by its integrate-and-fire layer, fused: the current of a sample and step is integrated while
     it is in cache and never stored. Each thread owns whole samples for all T steps (their membranes too).
@@ -229,10 +242,11 @@ def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, resi
     x: (T, N, C, H, W) float32 spikes. out_hw: int64 [Ho, Wo] of the Conv. residual: (T, N, O, Ho, Wo) float32
     added to the current (an Add between the Conv and the neuron, as in residual blocks), or an empty array.
     v_th, shift: (O,) float32. v: (N * Ho * Wo * O,) float32 membranes **channels-last** (the accumulator's
-    order, so that the neuron update reads everything contiguously), updated. pool: empty, then out is the
+    order, so that the neuron update reads everything contiguously), updated. net: empty for IF neurons, or for
+    signed ones their (N * Ho * Wo * O,) int32 net spike counts, channels-last, updated. pool: empty, then out is the
     spikes (T, N, O, Ho, Wo) float32; or int64 [KH, KW] of an AveragePool that tiles the map and is the spikes'
     only reader, then out is its (T, N, O, Ho // KH, Wo // KW) output (``_pool_out``, divisor ``pool_div``) and
-    the spikes are never stored. counts: (n_blocks, T) int64 spikes per block of samples and step; nonzero:
+    the spikes are never stored. counts: (n_blocks, T) int64 spikes (of either sign) per block of samples and step; nonzero:
     (n_blocks, 1) int64 non-zero pooled outputs per block. The neuron update is the same float32 arithmetic as
     ``if_layer_state``, on the same float32 current, branch-free.
     """
@@ -247,7 +261,8 @@ def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, resi
         pacc = np.empty(out.shape[4] * n_out if pool.shape[0] > 0 else 0, np.float64)
         for n in range(blk * per, min(n_batch, (blk + 1) * per)):
             _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, out_hw[1], residual, v_th, shift, subtract,
-                       v[n * size:(n + 1) * size], pool, pool_div, out, acc, cur, pacc, counts[blk], nonzero[blk])
+                       v[n * size:(n + 1) * size], net[n * size:(n + 1) * size] if net.shape[0] > 0 else net, pool, pool_div,
+                       out, acc, cur, pacc, counts[blk], nonzero[blk])
 
 
 @njit(parallel=True, cache=True, fastmath=False)
