@@ -458,7 +458,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", help="write the accuracy-vs-T plot")
     rows_arg = ap.add_mutually_exclusive_group()
     rows_arg.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
-    rows_arg.add_argument("--no-ours", action="store_true", help="skip our rows (a)-(d), (f): SpikingJelly's alone, to --merge later")
+    rows_arg.add_argument("--no-ours", action="store_true", help="skip our rows (--rows): SpikingJelly's alone, to --merge later")
     ap.add_argument("--rows", default=DEFAULT_ROWS, help="our rows to run, by letter (default %(default)s; all: a,b,c,d,f,g,h)")
     ap.add_argument("--reference-row", default="d", help="the row of ours the others are tested against (McNemar) and whose "
                     "gap to the ANN the zoo summary gives, by letter (default %(default)s: optimal)")

@@ -87,7 +87,7 @@ def diagnose(snn: converter.convert, path: str, x: np.ndarray, y: np.ndarray, ti
             "notes": [note for note in snn.report.notes if note.startswith("optimal")]}
 
 
-def ideal_fire(x: np.ndarray, params, timesteps: int, reset: str) -> np.ndarray:
+def ideal_fire(x: np.ndarray, params, timesteps: int, reset: str, signed: bool = False) -> np.ndarray:
     """An ideal quantiser in place of layerwise.fire: the IF count of the mean current, the same every step."""
     mean = x.mean(axis=0, dtype=np.float64)
     shape = (1, -1) + (1,) * (mean.ndim - 2)

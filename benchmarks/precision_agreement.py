@@ -9,7 +9,7 @@ top-1 class differs. design.md 5a asks for equal accuracy within 0.1 point at ev
 cells meet it and exits 1 if one does not.
 
     python benchmarks/precision_agreement.py [--models mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool]
-        [--timesteps 4,8,16,32,64,128] [--limit N] [--calib-limit N] [--json OUT.json]
+        [--timesteps 4,8,16,32,64,128] [--limit N] [--calib-limit N] [--spikes unsigned|signed] [--json OUT.json]
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timesteps", default=DEMO_FULL_TIMESTEPS)
     ap.add_argument("--limit", type=int, default=0, help="first N held-out images only (default: all)")
     ap.add_argument("--calib-limit", type=int, default=0, help="first N calibration images only (default: all, as demo --full)")
+    ap.add_argument("--spikes", choices=["unsigned", "signed"], default="unsigned", help="the neurons to convert to (convert --spikes)")
     ap.add_argument("--json", help="write every cell as JSON")
     args = ap.parse_args(argv)
     steps = [int(t) for t in args.timesteps.split(",")]
@@ -54,7 +55,8 @@ def main(argv=None) -> int:
             calib = calib[:args.calib_limit]
         if args.limit:
             x, y = x[:args.limit], y[:args.limit]
-        snn = converter.convert(str(ROOT / "models" / f"{name}.onnx"), calib, timesteps=max(steps), progress=False)
+        snn = converter.convert(str(ROOT / "models" / f"{name}.onnx"), calib, timesteps=max(steps), progress=False,
+                                signed_spikes=args.spikes == "signed")
         for t in steps:
             model = (snn if t == snn.settings.timesteps else snn.with_settings(timesteps=t)).model
             cell = dict(model=name, **precision_agreement(model, {"image": x}, y, t))

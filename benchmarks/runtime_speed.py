@@ -89,6 +89,8 @@ def spikingjelly_net(snn_model, threads):
         p = s.neuron
         if p.reset != "subtract":
             return None, "zero-reset neurons are not mapped"
+        if p.signed:
+            return None, "signed neurons are not mapped (SpikingJelly's IFNode fires no negative spike)"
         # Per-channel V_th: a unit-threshold IFNode on (x + shift) / V_th, spikes scaled back by V_th.
         neurons[s.name] = (neuron.IFNode(v_threshold=1.0, v_reset=None, step_mode="m"),
                            torch.from_numpy(p.v_th.copy()), torch.from_numpy(p.shift.copy()),

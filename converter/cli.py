@@ -121,7 +121,8 @@ def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str =
                         "(default: on, or chosen by the final selection)")
     p.add_argument("--no-select", dest="select", action="store_false",
                    help="optimal only: no final selection; by default every combination of the knobs left unset "
-                        "(bias correction on/off; v_init half/calibrated and ltb for T <= 2) is simulated on the calibration data "
+                        "(bias correction on/off; v_init half/calibrated and ltb for T <= 2; plain/signed neurons with --spikes auto) "
+                        "is simulated on the calibration data "
                         "and the one whose output agrees best with the ANN is kept")
     p.add_argument("--maxpool", choices=["gate", "avg", "pre"], default="gate",
                    help="MaxPool on spikes: gate (spiking max pool, exact in the limit), avg (approximate by AveragePool, reported) "

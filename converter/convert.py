@@ -82,10 +82,11 @@ def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_corr
         raise InputError(f"readout_start must be a non-negative integer (steps the readout skips), got {readout_start!r}")
     if signed_spikes is not None and not isinstance(signed_spikes, bool):
         raise InputError(f"signed_spikes must be True, False or None (let optimal's selection choose), got {signed_spikes!r}")
-    if signed_spikes is None and not (method.kind == "optimal" and select):
-        signed_spikes = False  # nothing selects: the plain neuron
     if signed_spikes is not False and reset != "subtract":
         raise InputError(f"signed spikes need reset 'subtract', got reset {reset!r}")
+    if signed_spikes is None and not (method.kind == "optimal" and select):
+        raise InputError(f"signed_spikes=None (--spikes auto) lets optimal's final selection choose the neuron; with threshold "
+                         f"{threshold_method!r}{'' if select else ' and no selection'} give True or False (--spikes signed|unsigned)")
     return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select, int(readout_start), signed_spikes)
 
 
@@ -169,11 +170,12 @@ class ConvertedSNN:
 
     def _candidates(self, method) -> list[Candidate]:
         """What optimal's final selection tries: every combination of the knobs the user left unset (bias correction
-        on/off; v_init half/calibrated for T <= CALIBRATED_V_INIT_MAX_T), and for T <= LTB_MAX_T, if both are
-        unset and V_th is per channel, local threshold balancing (v_init half, no bias correction)."""
+        on/off; v_init half/calibrated for T <= CALIBRATED_V_INIT_MAX_T; plain or signed neurons if signed_spikes is
+        None), and for T <= LTB_MAX_T, if both v_init and bias correction are unset and V_th is per channel, local
+        threshold balancing (v_init half, no bias correction) with each neuron."""
         s, raw = self.settings, self.raw_settings
         if not s.select:
-            return [Candidate(s.v_init, s.bias_correction, signed=bool(s.signed_spikes))]
+            return [Candidate(s.v_init, s.bias_correction, signed=s.signed_spikes)]
         small = s.timesteps <= CALIBRATED_V_INIT_MAX_T
         v_inits = ["half", "calibrated"] if raw.v_init is None and small else [s.v_init]
         biases = [True, False] if raw.bias_correction is None else [s.bias_correction]
@@ -198,7 +200,7 @@ class ConvertedSNN:
 
     def with_settings(self, **changes) -> "ConvertedSNN":
         """A copy re-emitted with other settings (timesteps, threshold, shift, reset, v_init, bias_correction, select,
-        readout_start)."""
+        readout_start, signed_spikes)."""
         unknown = sorted(set(changes) - set(vars(self.settings)))
         if unknown:
             raise InputError(f"unknown setting {unknown[0]!r}; settings: {', '.join(vars(self.settings))}")

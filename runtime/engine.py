@@ -247,18 +247,19 @@ class Fused(NamedTuple):
     """What a fused Conv(+Add)+IF(+AveragePool) kernel returns."""
     value: Value               # the spikes (T, N, O, Ho, Wo), or the pooled spikes when ``pooled``
     counts: np.ndarray         # spikes per step
-    membranes: np.ndarray      # after the last step, (N, O, Ho, Wo) flattened
+    membranes: object          # after the last step, (N, O, Ho, Wo) flattened; signed neurons: (membranes, net counts)
     density: float | None      # fraction of non-zero elements of ``value`` (None: unknown)
     pooled: bool
     spike_shape: tuple         # (N, O, Ho, Wo): one step's spikes (and current)
 
 
 def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | None, cache: KernelCache, timesteps: int,
-                 v: np.ndarray | None, pool: Step | None = None) -> Fused | None:
+                 v, pool: Step | None = None) -> Fused | None:
     """Conv on spikes fused with the neuron layer it feeds (optionally through an Add of a ``residual``), on the
     event path: the current is integrated per sample and step while in cache and never stored. A ``pool`` (the
     AveragePool that is the spikes' only reader) is fused too when its windows tile the map: then the spikes
-    are not stored either. None when the pattern does not apply (then the nodes run one by one)."""
+    are not stored either. ``v``: the neuron's state from an earlier block of steps, as ``_neuron`` keeps it, or
+    None. None when the pattern does not apply (then the nodes run one by one)."""
     (x, dyn), w = args[0], args[1]
     b_val = args[2] if len(args) > 2 else None
     if not dyn or w[1] or (b_val is not None and b_val[1]) or x.ndim != 5:

@@ -108,6 +108,10 @@ class NeuronParams:
     reset: str
     signed: bool = False
 
+    def __post_init__(self):
+        if self.signed and self.reset != "subtract":  # the kernels implement signed spikes with the soft reset only
+            raise SNNFormatError(f"signed spikes need reset 'subtract', got {self.reset!r}")
+
     @property
     def channels(self) -> int:
         return max(self.v_th.size, self.shift.size, self.v_init.size)
@@ -154,7 +158,7 @@ def neuron_params(node: onnx.NodeProto) -> NeuronParams:
     if not isinstance(reset, str) or reset not in RESETS:
         raise SNNFormatError(f"neuron '{node.name}': reset must be one of {RESETS}, got {reset!r}")
     signed = values["signed"]
-    if isinstance(signed, bool) or not isinstance(signed, int) or signed not in (0, 1):
+    if not isinstance(signed, int) or signed not in (0, 1):
         raise SNNFormatError(f"neuron '{node.name}': signed must be the integer 0 or 1, got {signed!r}")
     if signed and reset != "subtract":
         raise SNNFormatError(f"neuron '{node.name}': signed spikes need reset 'subtract', got {reset!r}")

@@ -69,12 +69,13 @@ def _approaches(before: float, after: float) -> bool:
     return after <= min(LONG_T_ERROR, max(CONVERGED, SHRINK * before))
 
 
-def check(case: Case, seed: int, optimal: bool = False) -> str:
+def check(case: Case, seed: int, optimal: bool = False, signed: bool = False) -> str:
     """Check the invariant on ``case``; return the outcome ("converted" or "refused"), raise AssertionError on
-    a violation. ``optimal``: also convert with the default threshold method and run that SNN."""
+    a violation. ``optimal``: also convert with the default threshold method and run that SNN. ``signed``: both
+    conversions write signed neurons (``--spikes signed``), which must approach the ANN just the same."""
     rng = np.random.default_rng(seed)
     try:
-        snn = converter.convert(case.model, case.feeds, timesteps=SHORT_T, threshold="max", progress=False)
+        snn = converter.convert(case.model, case.feeds, timesteps=SHORT_T, threshold="max", progress=False, signed_spikes=signed)
     except Onnx2SnnError as exc:
         assert case.refuse is not None, f"refused a graph of supported ops: {exc}"
         assert f"node '{case.refuse}'" in str(exc), f"the refusal does not name node {case.refuse!r}: {exc}"
@@ -94,16 +95,20 @@ def check(case: Case, seed: int, optimal: bool = False) -> str:
             assert g.shape == a.shape, f"SNN output shape {g.shape} != ANN {a.shape}"
             assert np.all(np.isfinite(g))
         errors[steps] = relative_error(got, ann)
-        if steps == SHORT_T:
-            ref = InferenceSession(emitted.model, engine="reference").run(None, feeds, timesteps=steps)
-            for g, r in zip(got, ref):
-                np.testing.assert_allclose(g, r, rtol=0, atol=ENGINE_ATOL, err_msg="Numba engine != NumPy reference")
+        if steps == SHORT_T:  # each precision against its own oracle: float32 bit for bit, float64 to ENGINE_ATOL
+            ref32 = InferenceSession(emitted.model, engine="reference", precision="float32").run(None, feeds, timesteps=steps)
+            for g, r in zip(got, ref32):
+                np.testing.assert_array_equal(g, r, err_msg="float32 Numba engine != float32 NumPy oracle")
+            got64 = InferenceSession(emitted.model, precision="float64").run(None, feeds, timesteps=steps)
+            ref64 = InferenceSession(emitted.model, engine="reference").run(None, feeds, timesteps=steps)
+            for g, r in zip(got64, ref64):
+                np.testing.assert_allclose(g, r, rtol=0, atol=ENGINE_ATOL, err_msg="float64 Numba engine != float64 NumPy reference")
         elif _approaches(errors[SHORT_T if steps == LONG_T else LONG_T], errors[steps]):
             break
     else:
         raise AssertionError("SNN does not approach the ANN: relative error " + ", ".join(f"{e:.3g} at T={t}" for t, e in errors.items()))
     if optimal:
-        tuned = converter.convert(case.model, case.feeds, timesteps=4, progress=False)
+        tuned = converter.convert(case.model, case.feeds, timesteps=4, progress=False, signed_spikes=signed)
         got = InferenceSession(tuned.model.SerializeToString()).run(None, feeds)
         assert all(g.shape == a.shape and np.all(np.isfinite(g)) for g, a in zip(got, ann))
     return "converted"

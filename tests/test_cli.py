@@ -126,6 +126,9 @@ def test_signed_spikes_from_the_command_line(files, capsys):
     code, out, err = run_cli(capsys, "convert", d / "model.onnx", "--calib", d / "calib.npy", "-o", d / "z.snn.onnx",
                              "--spikes", "signed", "--reset", "zero")
     assert code == 2 and err.strip() == "error: signed spikes need reset 'subtract', got reset 'zero'" and not (d / "z.snn.onnx").exists()
+    code, out, err = run_cli(capsys, "convert", d / "model.onnx", "--calib", d / "calib.npy", "-o", d / "z.snn.onnx",
+                             "--spikes", "auto", "--threshold", "max")
+    assert code == 2 and "--spikes auto" in err and "'max'" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

@@ -34,9 +34,11 @@ def test_numba_equals_reference(name, seed, settings):
     np.testing.assert_allclose(out_fast, out_ref, rtol=0, atol=1e-5)
     assert [l["spikes"] for l in fast.stats["layers"]] == [l["spikes"] for l in ref.stats["layers"]]
     assert fast.stats["total_spikes"] > 0
-    if settings.get("signed_spikes"):  # the float32 engine against the float32 oracle, bit for bit
+    if settings.get("signed_spikes"):  # each precision against its own oracle, bit for bit
         out32 = InferenceSession(snn, engine="reference", precision="float32").run(None, {"x": x}, timesteps=8)[0]
         np.testing.assert_array_equal(out_fast, out32)
+        out64 = InferenceSession(snn, precision="float64").run(None, {"x": x}, timesteps=8)[0]
+        np.testing.assert_array_equal(out64, out_ref)
 
 
 def test_trace_ends_at_run_and_has_one_row_per_step():

@@ -96,7 +96,7 @@ def test_kernel_matches_reference_on_random_currents(rng, reset):
     np.testing.assert_array_equal(ref, kern)
 
 
-def sequence(values, steps=None):
+def sequence(values):
     values = np.asarray(values, np.float32)
     return values.reshape(len(values), 1, 1)
 
@@ -108,6 +108,8 @@ SIGNED_CASES = [
     ([2.5, 0.0, -2.0, 0.0], params(signed=True), [1, 1, -1, -1]),           # v: 2.5→1.5 1.5→.5 -1.5→-.5 -.5→.5 (net 2, 1, 0)
     ([2.5, 0.0, -2.0, 0.0, 0.6], params(signed=True), [1, 1, -1, -1, 1]),   # ... then 1.1→.1: fires again
     ([0.75] * 5, params(signed=True), [0, 1, 1, 1, 0]),                     # a positive current: the plain IF sequence
+    ([1.0, 0.0], params(signed=True), [1, 0]),                              # v exactly 0 after the spike: nothing back
+    ([1.0, -0.25], params(signed=True), [1, -1]),                           # v just below 0: taken back
 ]
 
 
@@ -124,7 +126,7 @@ def test_signed_hand_computed_sequences(currents, p, expected):
 def test_signed_net_count_never_negative_and_kernel_equals_reference(rng):
     currents = rng.normal(0.0, 0.8, (24, 3, 4, 5, 5)).astype(np.float32)
     p = params(v_th=[0.7, 1.1, 0.9, 1.3], shift=0.02, v_init=[0.1, 0.0, 0.3, 0.5], signed=True)
-    ref, v_ref = simulate_reference(currents, p)
+    ref, _ = simulate_reference(currents, p)
     kern, _ = simulate_kernel(currents, p)
     np.testing.assert_array_equal(ref, kern)
     net = np.cumsum(np.sign(ref), axis=0)
@@ -140,3 +142,27 @@ def test_signed_state_carries_across_blocks_of_steps(rng):
     (first, _), _, state = _neuron(step, (currents[:5], True), 5, None)
     (second, _), _, _ = _neuron(step, (currents[5:], True), 7, state)
     np.testing.assert_array_equal(whole, np.concatenate([first, second]))
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["if", "signed"])
+def test_calibration_simulates_the_runtime_neuron(rng, signed):
+    """The converter's layer-wise calibration (converter/layerwise.py) simulates the neuron the runtime runs: its
+    spikes equal the engine's bit for bit, and its candidate errors are those of the engine's rates."""
+    from converter.layerwise import LayerParams, _errors, fire
+    currents = rng.normal(0.1, 0.8, (10, 4, 3, 6)).astype(np.float32)  # (T, N, C, S)
+    v_th, shift, v_init = np.array([0.7, 1.0, 1.3], np.float32), np.array([0.05, 0.0, 0.02], np.float32), np.array([0.3, 0.5, 0.0], np.float32)
+    calibrated = fire(currents, LayerParams(v_th, shift, v_init), 10, "subtract", signed)
+    runtime, _ = simulate_kernel(currents, params(v_th, shift, v_init, signed=signed))
+    np.testing.assert_array_equal(calibrated, runtime)
+    assert signed == bool((runtime < 0).any())
+    target = rng.random((4, 3, 6)).astype(np.float32)
+    sq, mean = _errors(currents, target, v_th[None], v_init[None], shift[None], 10, True, signed)
+    rate = runtime.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(sq[0], ((target - rate) ** 2).mean(axis=(0, 2)), rtol=1e-6)
+    np.testing.assert_allclose(mean[0], (target - rate).mean(axis=(0, 2)), rtol=1e-6, atol=1e-9)
+
+
+def test_signed_neuron_params_need_the_soft_reset():
+    from runtime.errors import SNNFormatError
+    with pytest.raises(SNNFormatError, match="signed spikes need reset 'subtract'"):
+        params(reset="zero", signed=True)

@@ -207,7 +207,7 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v
                     th = v_th[o]
                     vk = vn[q] + (cur[q] + shift[o])
                     up = vk >= th
-                    down = (not up) and vk < np.float32(0.0) and net[q] > 0
+                    down = vk < np.float32(0.0) and net[q] > 0  # never with up: v_th > 0
                     cur[q] = th if up else (-th if down else np.float32(0.0))
                     vn[q] = vk - th if up else (vk + th if down else vk)
                     net[q] += np.int32(up) - np.int32(down)

@@ -74,7 +74,7 @@ def _block_signed(x, start, stop, timesteps, v_th, shift, v, net, inner, spikes,
         for k in range(width):
             vk = vb[k] + (xt[k] + sh[k])
             up = vk >= th[k]
-            down = (not up) and vk < np.float32(0.0) and nb[k] > 0
+            down = vk < np.float32(0.0) and nb[k] > 0  # never with up: v_th > 0
             st[k] = th[k] if up else (-th[k] if down else np.float32(0.0))
             vb[k] = vk - th[k] if up else (vk + th[k] if down else vk)
             nb[k] += np.int32(up) - np.int32(down)
