@@ -7,10 +7,13 @@ tensors) for ``--seconds``. Every response is compared bit for bit with a direct
 same request alone (computed beforehand in this process). The baseline is a direct session in this process on
 batches of 256, timed before and after the load (the ratio uses their mean, as the machine may be shared).
 Prints throughput, the ratio to the baseline, p50/p99 latency, failures, mismatches and the server's mean batch
-size (from its /metrics). Usage:
+size (from its /metrics). ``--servers N`` starts N servers (each with ``--server-threads``, default 1) and sends
+client k to server k mod N: N replicas behind a round-robin balancer, one interpreter each; the baseline keeps
+``--threads``. Usage:
 
     python benchmarks/serve_load.py [--clients 16] [--seconds 60] [--images-per-request 1]
                                     [--max-batch 64] [--max-delay-ms 5] [--threads N] [--snn FILE] [--json OUT.json]
+                                    [--servers N [--server-threads M]]
 
 Needs onnx2snn[serve] and tritonclient[http]. Traffic goes to 127.0.0.1 only; the run is bounded by --seconds.
 """
@@ -58,9 +61,9 @@ def baseline(session, x: np.ndarray, seconds: float) -> tuple[float, float]:
     return done / (time.perf_counter() - start), done / (cpu_seconds(os.getpid()) - cpu)
 
 
-def start_server(path: Path, args) -> tuple[subprocess.Popen, str]:
+def start_server(path: Path, args, threads: int | None) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "converter", "serve", str(path), "--port", "0", "--max-batch", str(args.max_batch),
-               "--max-delay-ms", str(args.max_delay_ms)] + (["--threads", str(args.threads)] if args.threads else [])
+               "--max-delay-ms", str(args.max_delay_ms)] + (["--threads", str(threads)] if threads else [])
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     line = proc.stdout.readline()
@@ -115,8 +118,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="threads per run, of the server and of the baseline (default: all cores)")
     ap.add_argument("--baseline-seconds", type=float, default=10.0)
     ap.add_argument("--snn", help="serve this mnist_vgg SNN file instead of converting one (T = 8) for the run")
+    ap.add_argument("--servers", type=int, default=1, help="servers started, clients spread over them round-robin (default 1)")
+    ap.add_argument("--server-threads", type=int, default=None,
+                    help="threads per run of each server (default: --threads with one server, 1 with several)")
     ap.add_argument("--json", help="also write the results as JSON")
     args = ap.parse_args(argv)
+    if args.servers < 1:
+        ap.error("--servers must be at least 1")
+    server_threads = args.server_threads or (args.threads if args.servers == 1 else 1)
     x = np.load(ROOT / "models" / "mnist_eval.npz")["image"]
     k = args.images_per_request
     requests = [x[i:i + k] for i in range(0, len(x) - k + 1, k)]
@@ -125,23 +134,29 @@ def main(argv=None) -> int:
         session = runtime.InferenceSession(str(path), threads=args.threads)
         expected = [session.run(None, {"image": r}, timesteps=TIMESTEPS)[0] for r in requests]   # each request alone
         before = baseline(session, x, args.baseline_seconds)
-        proc, url = start_server(path, args)
+        servers = []
         try:
+            for _ in range(args.servers):
+                servers.append(start_server(path, args, server_threads))
+            urls = [url for _, url in servers]
             record: list = []
-            server_cpu, client_cpu = cpu_seconds(proc.pid), cpu_seconds(os.getpid())
+            server_cpu, client_cpu = sum(cpu_seconds(p.pid) for p, _ in servers), cpu_seconds(os.getpid())
             stop_at = time.perf_counter() + args.seconds
             start = time.perf_counter()
-            threads = [threading.Thread(target=client_loop, args=(url, c, requests, expected, stop_at, record)) for c in range(args.clients)]
+            threads = [threading.Thread(target=client_loop, args=(urls[c % len(urls)], c, requests, expected, stop_at, record))
+                       for c in range(args.clients)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             elapsed = time.perf_counter() - start
-            server_cpu, client_cpu = cpu_seconds(proc.pid) - server_cpu, cpu_seconds(os.getpid()) - client_cpu
-            batch, engine_s = server_figures(url)
+            server_cpu, client_cpu = sum(cpu_seconds(p.pid) for p, _ in servers) - server_cpu, cpu_seconds(os.getpid()) - client_cpu
+            figures = [server_figures(url) for url in urls]
+            batch, engine_s = float(np.mean([f[0] for f in figures])), sum(f[1] for f in figures) / len(figures)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=60)
+            for proc, _ in servers:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=60)
         after = baseline(session, x, args.baseline_seconds)
     latencies = np.array([r[0] for r in record])
     served = sum(r[2] for r in record if r[1] == "ok") / elapsed
@@ -150,7 +165,8 @@ def main(argv=None) -> int:
     (before, before_cpu), (after, after_cpu) = before, after
     direct, direct_cpu = (before + after) / 2, (before_cpu + after_cpu) / 2
     served_cpu = sum(r[2] for r in record if r[1] == "ok") / server_cpu
-    result = {"clients": args.clients, "seconds": round(elapsed, 1), "images_per_request": k, "max_batch": args.max_batch,
+    result = {"clients": args.clients, "servers": args.servers, "server_threads": server_threads,
+              "seconds": round(elapsed, 1), "images_per_request": k, "max_batch": args.max_batch,
               "max_delay_ms": args.max_delay_ms, "requests": len(record), "failures": len(failures), "mismatches": mismatches,
               "first_failure": failures[0] if failures else None, "served_images_per_s": served,
               "direct_batch256_images_per_s": [before, after], "ratio": served / direct,
@@ -160,12 +176,14 @@ def main(argv=None) -> int:
               "server_mean_batch": batch, "engine_busy": engine_s / elapsed, "server_cpu_s": server_cpu,
               "client_cpu_s": client_cpu, "cpus": os.cpu_count(), "python": platform.python_version()}
     print(f"{args.clients} clients x {elapsed:.0f} s, {k} image(s) per request, mnist_vgg T={TIMESTEPS}, "
-          f"--max-batch {args.max_batch} --max-delay-ms {args.max_delay_ms:g} --threads {args.threads or 'all'}, {os.cpu_count()} CPUs")
+          f"--max-batch {args.max_batch} --max-delay-ms {args.max_delay_ms:g}, {args.servers} server(s) with --threads "
+          f"{server_threads or 'all'}, baseline --threads {args.threads or 'all'}, {os.cpu_count()} CPUs")
     print("| requests | failed | mismatched | served img/s | direct batch-256 img/s (before / after) | ratio | p50 ms | p99 ms | mean batch |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| {len(record)} | {len(failures)} | {mismatches} | {served:.0f} | {before:.0f} / {after:.0f} | {served / direct:.2f}x | "
           f"{result['latency_ms']['p50']:.1f} | {result['latency_ms']['p99']:.1f} | {batch:.1f} |")
-    print(f"server: session running {engine_s / elapsed:.0%} of the time; CPU seconds per second: server {server_cpu / elapsed:.2f}, "
+    print(f"server: session running {engine_s / elapsed:.0%} of the time (mean over servers); CPU seconds per second: "
+          f"server{'s' if args.servers > 1 else ''} {server_cpu / elapsed:.2f}, "
           f"clients {client_cpu / elapsed:.2f} (of {os.cpu_count()} CPUs)")
     print(f"per CPU-second: served {served_cpu:.0f} img (server process), direct {before_cpu:.0f} / {after_cpu:.0f} img; "
           f"ratio {served_cpu / direct_cpu:.2f}x")
