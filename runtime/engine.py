@@ -24,7 +24,7 @@ import numpy as np
 
 from .kernels.conv import conv2d_events, conv2d_events_if, im2col, tap_targets
 from .kernels.dense import matmul_events
-from .kernels.neuron import BLOCK, if_layer_state, signed_layer_state
+from .kernels.neuron import BLOCK, if_layer_state
 from .kernels.pool import avg_pool2d
 from .dense import DenseNode
 from .errors import InputError, SNNFormatError
@@ -129,10 +129,8 @@ def _neuron(step: Step, x: Value, timesteps: int, state) -> tuple[Value, np.ndar
         state = (v, np.zeros(m, np.int32)) if p.signed else v
     spikes = np.empty((timesteps, m), np.float32)
     counts = np.zeros(((m + BLOCK - 1) // BLOCK, timesteps), np.int64)
-    if p.signed:
-        signed_layer_state(rows, timesteps, v_th, shift, state[0], state[1], inner, spikes, counts)
-    else:
-        if_layer_state(rows, timesteps, v_th, shift, state, inner, p.reset == "subtract", spikes, counts)
+    v, net = state if p.signed else (state, np.zeros(0, np.int32))
+    if_layer_state(rows, timesteps, v_th, shift, v, net, inner, p.reset == "subtract", spikes, counts)
     return (spikes.reshape((timesteps,) + shape), True), counts.sum(axis=0), state
 
 

@@ -39,30 +39,9 @@ def _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, spikes
         v[start + k] = vb[k]
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def if_layer_state(x, timesteps, v_th, shift, v, inner, subtract, spikes, counts):
-    """Simulate one neuron layer for ``timesteps`` steps.
-
-    x: (Tx, M) float32 currents, Tx == 1 for a constant (analog) current or Tx == timesteps.
-    v_th, shift: (C,) float32 per channel (C == 1 for layer-wide values); element m has channel
-    (m // inner) % C. v: (M,) float32 membranes, read at the start and left as they are after the last step, so
-    that a run can continue block by block (early stop). spikes: (timesteps, M) float32 output, 0 or v_th. counts: (n_blocks, timesteps) int64 spikes
-    per block and step, summed by the caller (each block is owned by one thread).
-    """
-    m_total = x.shape[1]
-    n_blocks = (m_total + BLOCK - 1) // BLOCK
-    for blk in prange(n_blocks):
-        vb = np.empty(BLOCK, np.float32)
-        th = np.empty(BLOCK, np.float32)
-        sh = np.empty(BLOCK, np.float32)
-        start = blk * BLOCK
-        _block_if(x, start, min(start + BLOCK, m_total), timesteps, v_th, shift, v, inner, subtract, spikes, counts[blk],
-                  vb, th, sh)
-
-
 @njit(cache=True)
 def _block_signed(x, start, stop, timesteps, v_th, shift, v, net, inner, spikes, counts, vb, nb, th, sh):
-    """Neurons start..stop of ``signed_layer_state`` for all steps, branch-free as ``_block_if``."""
+    """Signed neurons start..stop of ``if_layer_state`` for all steps, branch-free as ``_block_if``."""
     const_input = x.shape[0] == 1
     width = stop - start
     _load_block(start, width, inner, v_th, shift, v, vb, th, sh)
@@ -86,17 +65,29 @@ def _block_signed(x, start, stop, timesteps, v_th, shift, v, net, inner, spikes,
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def signed_layer_state(x, timesteps, v_th, shift, v, net, inner, spikes, counts):
-    """``if_layer_state`` for signed neurons (reset "subtract"): a neuron whose membrane is below 0 after the
-    step's input and whose net spike count ``net`` ((M,) int32, kept across blocks of steps like ``v``) is
-    positive fires -v_th and gains v_th. spikes: 0 or +-v_th; counts: spikes of either sign per block and step."""
+def if_layer_state(x, timesteps, v_th, shift, v, net, inner, subtract, spikes, counts):
+    """Simulate one neuron layer for ``timesteps`` steps.
+
+    x: (Tx, M) float32 currents, Tx == 1 for a constant (analog) current or Tx == timesteps.
+    v_th, shift: (C,) float32 per channel (C == 1 for layer-wide values); element m has channel
+    (m // inner) % C. v: (M,) float32 membranes, read at the start and left as they are after the last step, so
+    that a run can continue block by block (early stop). net: empty for IF neurons; for signed ones (reset
+    "subtract") their (M,) int32 net spike counts, kept like ``v``: a neuron whose membrane is below 0 after the
+    step's input and whose net count is positive fires -v_th and gains v_th. spikes: (timesteps, M) float32
+    output, 0 or v_th (or -v_th). counts: (n_blocks, timesteps) int64 spikes of either sign per block and step,
+    summed by the caller (each block is owned by one thread).
+    """
     m_total = x.shape[1]
     n_blocks = (m_total + BLOCK - 1) // BLOCK
+    signed = net.shape[0] > 0
     for blk in prange(n_blocks):
         vb = np.empty(BLOCK, np.float32)
-        nb = np.empty(BLOCK, np.int32)
         th = np.empty(BLOCK, np.float32)
         sh = np.empty(BLOCK, np.float32)
         start = blk * BLOCK
-        _block_signed(x, start, min(start + BLOCK, m_total), timesteps, v_th, shift, v, net, inner, spikes, counts[blk],
-                      vb, nb, th, sh)
+        stop = min(start + BLOCK, m_total)
+        if signed:
+            _block_signed(x, start, stop, timesteps, v_th, shift, v, net, inner, spikes, counts[blk], vb,
+                          np.empty(BLOCK, np.int32), th, sh)
+        else:
+            _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, spikes, counts[blk], vb, th, sh)
