@@ -28,17 +28,14 @@ from .kernels.neuron import BLOCK, if_layer_state
 from .kernels.pool import avg_pool2d
 from .dense import DenseNode
 from .errors import InputError, SNNFormatError
+from .format import NeuronParams
 from .plan import Plan, Step, evaluating
 from .readout import OutputSums, add_block
 from .reference_ops import FLOAT32_OPS, OPS, _spatial_pads, pool_geometry
 from .spike_pool import spike_max_pool_handler
-from .stats import RunResult, layer_stats
+from .stats import RunResult, _prod, layer_stats, layout_key, stats_layout
 
 Value = tuple  # (array, dynamic)
-
-
-def _prod(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
 
 
 # Auto path rule: event-driven scatter when at most this fraction of a layer's inputs is non-zero, otherwise the
@@ -75,10 +72,12 @@ class KernelCache:
         self.spike_sink: dict[str, list] | None = None
 
     def get(self, key: tuple, make):
-        item = self._items.get(key)
-        if item is None:
+        """The item made for ``key``, made by ``make()`` on first use (None is kept too)."""
+        try:
+            return self._items[key]
+        except KeyError:
             item = self._items[key] = make()
-        return item
+            return item
 
     def choose(self, step: Step, x: np.ndarray, dynamic: bool) -> str:
         """The path for this node and input: forced by the mode; in float32 (auto) event for a spiking input and
@@ -99,10 +98,10 @@ def density(x: np.ndarray) -> float:
     return np.count_nonzero(x) / max(1, x.size)
 
 
-def spike_density(counts: np.ndarray, size: int, v_th: np.ndarray) -> float | None:
+def spike_density(counts: np.ndarray, size: int, neuron: NeuronParams) -> float | None:
     """The density of a neuron layer's output from its spike counts: the same number ``density`` would count,
     unless a threshold is 0 (then a spike is a zero; None: count instead)."""
-    return int(counts.sum()) / max(1, size) if np.all(v_th != 0) else None
+    return int(counts.sum()) / max(1, size) if neuron.thresholds_nonzero else None
 
 
 # Ops that only rearrange their first input: the output has its density.
@@ -123,7 +122,7 @@ def _neuron(step: Step, x: Value, timesteps: int, state) -> tuple[Value, np.ndar
     rows = np.ascontiguousarray(arr.reshape((timesteps if dyn else 1, m)), dtype=np.float32)
     p = step.neuron
     inner = _prod(shape[2:]) if len(shape) > 2 else 1
-    v_th, shift, v_init = p.per_channel()
+    v_th, shift, v_init = p.per_channel
     if state is None:
         v = np.tile(np.repeat(v_init, inner), m // (inner * v_init.size))  # element m has channel (m // inner) % C
         state = (v, np.zeros(m, np.int32)) if p.signed else v
@@ -226,7 +225,7 @@ def _conv(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value |
         return None
     b = b_val[0] if b_val is not None else None
     in_shape = x.shape[lead - 1:]
-    cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b, in_shape, cache.dtype))
+    cw = cache.get((step.name, in_shape[1:]), lambda: _conv_weights(step, w[0], b, in_shape, cache.dtype))  # any batch
     xs = x.reshape((-1,) + x.shape[lead:])
     if xs.ndim == 3:
         xs = xs[:, :, None, :]
@@ -234,7 +233,7 @@ def _conv(step: Step, args: list, cache: KernelCache, timesteps: int) -> Value |
     path = cache.choose(step, xs, dyn)
     dense = None
     if path == "dense" and cache.precision == "float32":
-        dense = cache.get((step.name, in_shape, "dense"), lambda: DenseNode("Conv", cw.dense[0], cw.bias, cw.dense[1]))
+        dense = cache.get((step.name, in_shape[1:], "dense"), lambda: DenseNode("Conv", cw.dense[0], cw.bias, cw.dense[1]))
     out = conv_rows(xs, cw, path, dense)
     if x.ndim - lead == 2:
         out = out[:, :, 0, :]
@@ -252,35 +251,39 @@ class Fused(NamedTuple):
 
 
 def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | None, cache: KernelCache, timesteps: int,
-                 v, pool: Step | None = None) -> Fused | None:
+                 v, pool: Step | None = None, keep_state: bool = True) -> Fused | None:
     """Conv on spikes fused with the neuron layer it feeds (optionally through an Add of a ``residual``), on the
     event path: the current is integrated per sample and step while in cache and never stored. A ``pool`` (the
     AveragePool that is the spikes' only reader) is fused too when its windows tile the map: then the spikes
     are not stored either. ``v``: the neuron's state from an earlier block of steps, as ``_neuron`` keeps it, or
-    None. None when the pattern does not apply (then the nodes run one by one)."""
+    None; ``keep_state`` False: the state after the run is not wanted (``membranes`` None: a run of all its
+    steps at once saves the transposes). None when the pattern does not apply (then the nodes run one by one)."""
     (x, dyn), w = args[0], args[1]
     b_val = args[2] if len(args) > 2 else None
     if not dyn or w[1] or (b_val is not None and b_val[1]) or x.ndim != 5:
         return None
     in_shape = x.shape[1:]
-    cw = cache.get((step.name, in_shape), lambda: _conv_weights(step, w[0], b_val[0] if b_val is not None else None, in_shape, cache.dtype))
+    cw = cache.get((step.name, in_shape[1:]), lambda: _conv_weights(step, w[0], b_val[0] if b_val is not None else None, in_shape, cache.dtype))
     n_out, (ho, wo) = cw.bias.shape[0], cw.out_hw
     n_batch = x.shape[1]
     out_shape = (timesteps, n_batch, n_out, ho, wo)
     if residual is not None and residual.shape != out_shape:
         return None
-    window = _tiling_pool(pool, out_shape[2:], cache) if pool is not None and cache.spike_sink is None else None
+    window = cache.get((pool.name, "tiling", out_shape[2:]), lambda: _tiling_pool(pool, out_shape[2:], cache)) \
+        if pool is not None and cache.spike_sink is None else None
     xs = np.ascontiguousarray(x, dtype=np.float32)
     if cache.choose(step, xs, True) != "event":
         return None
     p = neuron.neuron
-    v_th, shift, v_init = (np.ascontiguousarray(np.broadcast_to(a, (n_out,))) for a in p.per_channel())
+    v_th, shift, v_init = cache.get((neuron.name, "per_channel", n_out),
+                                    lambda: tuple(np.ascontiguousarray(np.broadcast_to(a, (n_out,))) for a in p.per_channel))
     # the kernel keeps membranes (and signed neurons' net counts) channels-last (N, Ho, Wo, O); the run state holds
     # them as (N, O, Ho, Wo), flat, as ``_neuron`` does
     to_last = lambda a: np.ascontiguousarray(a.reshape(n_batch, n_out, ho * wo).transpose(0, 2, 1)).reshape(-1)
     to_first = lambda a: np.ascontiguousarray(a.reshape(n_batch, ho * wo, n_out).transpose(0, 2, 1)).reshape(-1)
     if v is None:
-        v_cl = np.tile(v_init, n_batch * ho * wo)
+        v_cl = np.empty(n_batch * ho * wo * n_out, v_init.dtype)  # its own array: the kernel writes it
+        v_cl.reshape(-1, n_out)[:] = v_init
         net_cl = np.zeros(v_cl.size if p.signed else 0, np.int32)
     else:
         v_cl, net_cl = (to_last(v[0]), to_last(v[1])) if p.signed else (to_last(v), np.zeros(0, np.int32))
@@ -294,9 +297,9 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
     nonzero = np.zeros((counts.shape[0], 1), np.int64)
     conv2d_events_if(xs, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, np.array([ho, wo], np.int64), res,
                      v_th, shift, p.reset == "subtract", v_cl, net_cl, geometry, div, out, counts, nonzero)
-    v = (to_first(v_cl), to_first(net_cl)) if p.signed else to_first(v_cl)
+    v = None if not keep_state else (to_first(v_cl), to_first(net_cl)) if p.signed else to_first(v_cl)
     counts = counts.sum(axis=0)
-    known = spike_density(counts, out.size, v_th) if window is None else int(nonzero.sum()) / max(1, out.size)
+    known = spike_density(counts, out.size, p) if window is None else int(nonzero.sum()) / max(1, out.size)
     return Fused((out, True), counts, v, known, window is not None, out_shape[1:])
 
 
@@ -491,7 +494,7 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
                 pool = steps.pop() if steps[-1].op == "AveragePool" else None
                 neuron = steps[-1]
                 fused = _conv_neuron(step, neuron, args, env[residual][0] if residual else None, cache, timesteps,
-                                     state.membranes.get(neuron.name), pool)
+                                     state.membranes.get(neuron.name), pool, keep_state=not fresh)
                 if fused is not None:
                     value, counts[neuron.name], state.membranes[neuron.name] = fused.value, fused.counts, fused.membranes
                     if fused.pooled:
@@ -510,7 +513,7 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
                 results = [value]
             elif step.neuron is not None:
                 value, counts[step.name], state.membranes[step.name] = _neuron(step, args[0], timesteps, state.membranes.get(step.name))
-                cache.densities[step.outputs[0]] = spike_density(counts[step.name], value[0].size, step.neuron.v_th)
+                cache.densities[step.outputs[0]] = spike_density(counts[step.name], value[0].size, step.neuron)
                 results = [value]
             elif all(name in state.static for name in step.outputs):
                 results = [(state.static[name], False) for name in step.outputs]
@@ -547,7 +550,8 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
         traced.append(rows)
     state.sums, state.steps_done = sums, state.steps_done + timesteps
     shapes.update({name: np.shape(arr) for name, arr in list(feeds.items()) + list(plan.constants.items())})
-    stats = layer_stats(plan, counts, shapes, timesteps, times, time.perf_counter() - start)
+    layout = cache.get(("stats", layout_key(shapes)), lambda: stats_layout(plan, shapes))
+    stats = layer_stats(plan, counts, shapes, timesteps, times, time.perf_counter() - start, layout)
     stats["node_path"] = dict(cache.paths)
     stats["precision"] = cache.precision
     return RunResult(outputs, traced if trace else None, stats, timesteps)

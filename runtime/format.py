@@ -6,6 +6,7 @@ them. The format may only grow by optional attributes whose defaults :func:`neur
 from __future__ import annotations
 
 import os
+import functools
 import re
 from dataclasses import dataclass
 
@@ -116,10 +117,17 @@ class NeuronParams:
     def channels(self) -> int:
         return max(self.v_th.size, self.shift.size, self.v_init.size)
 
+    @functools.cached_property
     def per_channel(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """v_th, shift and v_init as contiguous float32 arrays of one common length (what kernels take)."""
+        """v_th, shift and v_init as contiguous float32 arrays of one common length (what kernels take), made
+        once: a run at batch 1 would otherwise spend a tenth of its time broadcasting them. Kernels only read them."""
         n = self.channels
         return tuple(np.ascontiguousarray(np.broadcast_to(a, (n,)), dtype=np.float32) for a in (self.v_th, self.shift, self.v_init))
+
+    @functools.cached_property
+    def thresholds_nonzero(self) -> bool:
+        """Whether every threshold is non-zero (then a spike is never a zero, and densities follow from counts)."""
+        return bool(np.all(self.v_th != 0))
 
 
 def _attr_value(node: onnx.NodeProto, attr: onnx.AttributeProto):

@@ -14,7 +14,7 @@ from .errors import InputError, SNNFormatError
 from .format import load_snn, metadata
 from .plan import TensorInfo, compile_plan
 from .reference import run_reference
-from .stats import RunResult, with_totals
+from .stats import RunResult, _prod, with_totals
 
 ENGINES = ("auto", "event", "dense", "reference")  # "numba" is accepted as "auto"
 # Bytes of one layer's (T, chunk, ...) activations: small enough that buffers are recycled by the allocator
@@ -242,10 +242,6 @@ def _node_arg(info: TensorInfo) -> NodeArg:
 
 def _fmt(shape) -> str:
     return "[" + ", ".join(str(d) if d not in (None, "") else "?" for d in shape) + "]"
-
-
-def _prod(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
 
 
 def _summed_stats(parts: list[RunResult]) -> dict:

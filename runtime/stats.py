@@ -6,6 +6,7 @@ Reshape, Concat, ...) pass spikes through unchanged, so the fan-out looks throug
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +28,8 @@ class RunResult:
 
 
 def _prod(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape is not None else 0
+    """Elements of an array of ``shape`` (0 for None); plain integers: NumPy's prod costs microseconds per call."""
+    return math.prod(int(d) for d in shape) if shape is not None else 0
 
 
 def dense_macs(step: Step, shapes: dict[str, tuple]) -> int:
@@ -65,24 +67,43 @@ def fan_out(plan: Plan, tensor: str, shapes: dict[str, tuple], depth: int = 0) -
     return total
 
 
-def layer_stats(plan: Plan, spike_counts: dict[str, np.ndarray], shapes: dict[str, tuple], timesteps: int,
-                times: dict[str, float], total_time: float) -> dict:
-    """Stats of one run; ``spike_counts`` holds per-step spike totals of each neuron layer over the batch."""
-    layers = []
-    dense_total = 0
+@dataclass(frozen=True)
+class StatsLayout:
+    """What the stats take from the shapes alone: the ANN's MACs, the batch, and per neuron layer its neurons and
+    fan-out. The same for every run on inputs of one shape, so a session keeps it (``layout_key``)."""
+    ann_macs: int
+    batch: int
+    layers: tuple[tuple[str, int, float], ...]   # (layer, neurons, fan-out)
+
+
+def layout_key(shapes: dict[str, tuple]) -> tuple:
+    return tuple(sorted(shapes.items()))
+
+
+def stats_layout(plan: Plan, shapes: dict[str, tuple]) -> StatsLayout:
+    layers, dense_total = [], 0
     for step in plan.steps:
         if step.neuron is None:
             if step.op not in PASS_THROUGH and step.op != "Shape":
                 dense_total += dense_macs(step, shapes)
             continue
         shape = shapes.get(step.outputs[0], ())
-        neurons = _prod(shape[1:]) if len(shape) > 1 else 1
-        spikes = int(spike_counts[step.name].sum())
-        fan = fan_out(plan, step.outputs[0], shapes)
-        layers.append({"layer": step.name, "neurons": neurons, "spikes": spikes, "fan_out": fan,
-                       "synops": spikes * fan, "time_s": times.get(step.name, 0.0)})
+        layers.append((step.name, _prod(shape[1:]) if len(shape) > 1 else 1, fan_out(plan, step.outputs[0], shapes)))
     batch = max((shapes.get(i.name, (1,))[0] for i in plan.inputs), default=1) or 1
-    return with_totals({"timesteps": timesteps, "batch": batch, "layers": layers, "ann_macs": dense_total,
+    return StatsLayout(dense_total, batch, tuple(layers))
+
+
+def layer_stats(plan: Plan, spike_counts: dict[str, np.ndarray], shapes: dict[str, tuple], timesteps: int,
+                times: dict[str, float], total_time: float, layout: StatsLayout | None = None) -> dict:
+    """Stats of one run; ``spike_counts`` holds per-step spike totals of each neuron layer over the batch;
+    ``layout``: ``stats_layout(plan, shapes)`` if the caller kept it."""
+    layout = layout or stats_layout(plan, shapes)
+    layers = []
+    for name, neurons, fan in layout.layers:
+        spikes = int(spike_counts[name].sum())
+        layers.append({"layer": name, "neurons": neurons, "spikes": spikes, "fan_out": fan,
+                       "synops": spikes * fan, "time_s": times.get(name, 0.0)})
+    return with_totals({"timesteps": timesteps, "batch": layout.batch, "layers": layers, "ann_macs": layout.ann_macs,
                         "time_s": total_time, "node_time_s": dict(times)})
 
 
