@@ -62,7 +62,7 @@ def baseline(session, x: np.ndarray, seconds: float) -> tuple[float, float]:
 
 
 def start_server(path: Path, args, threads: int | None) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "converter", "serve", str(path), "--port", "0", "--max-batch", str(args.max_batch),
+    command = [sys.executable, "-m", "converter", "serve", str(path), "--name", "mnist_vgg", "--port", "0", "--max-batch", str(args.max_batch),
                "--max-delay-ms", str(args.max_delay_ms)] + (["--threads", str(threads)] if threads else [])
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -90,6 +90,44 @@ def client_loop(url: str, k: int, requests: list[np.ndarray], expected: list[np.
             outcome = f"failed: {type(exc).__name__}: {exc}"
         record.append((time.perf_counter() - start, outcome, len(requests[j])))
     client.close()
+
+
+def raw_body(images: np.ndarray) -> tuple[bytes, str]:
+    """A v2 request with a binary input and a binary output, encoded once: the body and its JSON header's length."""
+    blob = np.ascontiguousarray(images, dtype="<f4").tobytes()
+    header = json.dumps({"inputs": [{"name": "image", "shape": list(images.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(blob)}}],
+                         "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
+    return header + blob, str(len(header))
+
+
+def raw_client_loop(url: str, k: int, requests: list[np.ndarray], expected: list[np.ndarray], stop_at: float, record: list) -> None:
+    """The same requests as ``client_loop`` over one kept-alive ``http.client`` connection with pre-encoded bodies:
+    what a load generator such as Triton's perf_analyzer costs the machine, not what a Python client library does."""
+    import http.client
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
+    bodies = [raw_body(r) for r in requests]
+    wanted = [e.astype("<f4").tobytes() for e in expected]
+    n = k * 7919
+    while time.perf_counter() < stop_at:
+        j = n % len(requests)
+        n += 1
+        body, header_length = bodies[j]
+        start = time.perf_counter()
+        try:
+            connection.request("POST", "/v2/models/mnist_vgg/infer", body,
+                               {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": header_length})
+            response = connection.getresponse()
+            data = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
+            outcome = "ok" if data[int(response.getheader("Inference-Header-Content-Length")):] == wanted[j] else "mismatch"
+        except Exception as exc:  # noqa: BLE001 - every failure is counted and its first kind kept
+            outcome = f"failed: {type(exc).__name__}: {exc}"
+            connection.close()
+        record.append((time.perf_counter() - start, outcome, len(requests[j])))
+    connection.close()
 
 
 def server_figures(url: str) -> tuple[float, float]:
@@ -121,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--servers", type=int, default=1, help="servers started, clients spread over them round-robin (default 1)")
     ap.add_argument("--server-threads", type=int, default=None,
                     help="threads per run of each server (default: --threads with one server, 1 with several)")
+    ap.add_argument("--client", choices=("tritonclient", "raw"), default="tritonclient",
+                    help="tritonclient.http (default), or raw: pre-encoded bodies over http.client (a lean load generator)")
     ap.add_argument("--json", help="also write the results as JSON")
     args = ap.parse_args(argv)
     if args.servers < 1:
@@ -143,7 +183,8 @@ def main(argv=None) -> int:
             server_cpu, client_cpu = sum(cpu_seconds(p.pid) for p, _ in servers), cpu_seconds(os.getpid())
             stop_at = time.perf_counter() + args.seconds
             start = time.perf_counter()
-            threads = [threading.Thread(target=client_loop, args=(urls[c % len(urls)], c, requests, expected, stop_at, record))
+            loop = raw_client_loop if args.client == "raw" else client_loop
+            threads = [threading.Thread(target=loop, args=(urls[c % len(urls)], c, requests, expected, stop_at, record))
                        for c in range(args.clients)]
             for t in threads:
                 t.start()
@@ -165,7 +206,7 @@ def main(argv=None) -> int:
     (before, before_cpu), (after, after_cpu) = before, after
     direct, direct_cpu = (before + after) / 2, (before_cpu + after_cpu) / 2
     served_cpu = sum(r[2] for r in record if r[1] == "ok") / server_cpu
-    result = {"clients": args.clients, "servers": args.servers, "server_threads": server_threads,
+    result = {"clients": args.clients, "client": args.client, "servers": args.servers, "server_threads": server_threads,
               "seconds": round(elapsed, 1), "images_per_request": k, "max_batch": args.max_batch,
               "max_delay_ms": args.max_delay_ms, "requests": len(record), "failures": len(failures), "mismatches": mismatches,
               "first_failure": failures[0] if failures else None, "served_images_per_s": served,
@@ -175,7 +216,7 @@ def main(argv=None) -> int:
               "latency_ms": {"p50": float(np.percentile(latencies, 50) * 1e3), "p99": float(np.percentile(latencies, 99) * 1e3)},
               "server_mean_batch": batch, "engine_busy": engine_s / elapsed, "server_cpu_s": server_cpu,
               "client_cpu_s": client_cpu, "cpus": os.cpu_count(), "python": platform.python_version()}
-    print(f"{args.clients} clients x {elapsed:.0f} s, {k} image(s) per request, mnist_vgg T={TIMESTEPS}, "
+    print(f"{args.clients} {args.client} clients x {elapsed:.0f} s, {k} image(s) per request, mnist_vgg T={TIMESTEPS}, "
           f"--max-batch {args.max_batch} --max-delay-ms {args.max_delay_ms:g}, {args.servers} server(s) with --threads "
           f"{server_threads or 'all'}, baseline --threads {args.threads or 'all'}, {os.cpu_count()} CPUs")
     print("| requests | failed | mismatched | served img/s | direct batch-256 img/s (before / after) | ratio | p50 ms | p99 ms | mean batch |")
