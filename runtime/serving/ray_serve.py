@@ -8,6 +8,7 @@ and weight arrays, as in ``runtime.distributed``), so replicas on other nodes ne
 """
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 import time
@@ -51,7 +52,9 @@ def ray_app(paths: list, names: list[str] | None = None, timesteps: int | None =
         metrics, lock = Metrics(), threading.Lock()
         models = {name: ServedModel(external.unpack(data), name, timesteps, threads, limits, lock, metrics.record_run)
                   for name, data in packed.items()}
-        return create_app(models, metrics, limits.max_body_bytes)
+        app = create_app(models, metrics, limits.max_body_bytes)
+        gc.freeze()  # as Server does: collections under load would walk every object loaded so far
+        return app
 
     deployment = serve.deployment(serve.ingress(build)(), name=APP_NAME, num_replicas=replicas,
                                   ray_actor_options={"num_cpus": threads})
