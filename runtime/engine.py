@@ -33,7 +33,7 @@ from .plan import Plan, Step, evaluating
 from .readout import OutputSums, add_block
 from .reference_ops import FLOAT32_OPS, OPS, _spatial_pads, pool_geometry
 from .spike_pool import spike_max_pool_handler
-from .stats import RunResult, _prod, layer_stats, layout_key, stats_layout
+from .stats import RunResult, StatsLayout, _prod, layer_stats, layout_key, stats_layout
 
 Value = tuple  # (array, dynamic)
 
@@ -50,6 +50,7 @@ EVENT_MAX_DENSITY = 0.5
 # run, dense by nature) the dense one: each path gives every sample the same bits in any batch (tested).
 DENSE_BLOCK_BYTES = 8 << 20  # im2col buffer per BLAS call: bounded memory whatever the batch
 PRECISIONS = ("float32", "float64")
+MAX_LAYOUTS = 256  # stats layouts kept per session (one per input shape, i.e. per batch size)
 
 
 class KernelCache:
@@ -70,6 +71,7 @@ class KernelCache:
         self.paths: dict[str, str] = {}
         self.densities: dict[str, float] = {}
         self.spike_sink: dict[str, list] | None = None
+        self.layouts: dict[tuple, StatsLayout] = {}   # the stats' shape-only part, per set of shapes
 
     def get(self, key: tuple, make):
         """The item made for ``key``, made by ``make()`` on first use (None is kept too)."""
@@ -550,7 +552,12 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
         traced.append(rows)
     state.sums, state.steps_done = sums, state.steps_done + timesteps
     shapes.update({name: np.shape(arr) for name, arr in list(feeds.items()) + list(plan.constants.items())})
-    layout = cache.get(("stats", layout_key(shapes)), lambda: stats_layout(plan, shapes))
+    key = layout_key(shapes)
+    layout = cache.layouts.get(key)
+    if layout is None:
+        if len(cache.layouts) >= MAX_LAYOUTS:  # one per batch size seen: bounded for callers that vary it freely
+            cache.layouts.clear()
+        layout = cache.layouts[key] = stats_layout(plan, shapes)
     stats = layer_stats(plan, counts, shapes, timesteps, times, time.perf_counter() - start, layout)
     stats["node_path"] = dict(cache.paths)
     stats["precision"] = cache.precision

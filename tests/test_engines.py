@@ -62,6 +62,22 @@ def test_chunking_and_threads_are_bit_identical():
     assert chunked_session.stats["batch"] == 37
 
 
+def test_a_session_reused_across_batch_sizes_equals_fresh_sessions():
+    """What a session keeps between runs (weights laid out per layer, stats layouts per shape) changes nothing:
+    each run equals a fresh session's, outputs and stats, whatever batch sizes came before."""
+    snn, _ = converted(cnn(), (2, 12, 12), signed_spikes=True)
+    x = np.random.default_rng(7).random((9, 2, 12, 12)).astype(np.float32)
+    reused = InferenceSession(snn)
+    for batch in (1, 9, 4, 1, 9):
+        out = reused.run(None, {"x": x[:batch]}, timesteps=6)[0]
+        fresh = InferenceSession(snn)
+        np.testing.assert_array_equal(out, fresh.run(None, {"x": x[:batch]}, timesteps=6)[0])
+        keep = lambda stats: {k: v for k, v in stats.items() if k not in ("time_s", "node_time_s")} | \
+            {"layers": [{k: v for k, v in layer.items() if k != "time_s"} for layer in stats["layers"]]}
+        assert keep(reused.stats) == keep(fresh.stats)
+        assert reused.stats["batch"] == batch
+
+
 def test_stats_count_spikes_and_synops():
     snn, x = converted(mlp(), (12,))
     sess = InferenceSession(snn)
