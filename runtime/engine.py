@@ -246,7 +246,7 @@ class Fused(NamedTuple):
     """What a fused Conv(+Add)+IF(+AveragePool) kernel returns."""
     value: Value               # the spikes (T, N, O, Ho, Wo), or the pooled spikes when ``pooled``
     counts: np.ndarray         # spikes per step
-    membranes: object          # after the last step, (N, O, Ho, Wo) flattened; signed neurons: (membranes, net counts)
+    membranes: object          # after the last step, (N, O, Ho, Wo) flattened; signed neurons: (membranes, net counts); None unless kept
     density: float | None      # fraction of non-zero elements of ``value`` (None: unknown)
     pooled: bool
     spike_shape: tuple         # (N, O, Ho, Wo): one step's spikes (and current)
