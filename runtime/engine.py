@@ -33,7 +33,7 @@ from .plan import Plan, Step, evaluating
 from .readout import OutputSums, add_block
 from .reference_ops import FLOAT32_OPS, OPS, _spatial_pads, pool_geometry
 from .spike_pool import spike_max_pool_handler
-from .stats import RunResult, StatsLayout, _prod, layer_stats, layout_key, stats_layout
+from .stats import RunResult, StatsLayout, layer_stats, layout_key, numel, stats_layout
 
 Value = tuple  # (array, dynamic)
 
@@ -120,10 +120,10 @@ def _neuron(step: Step, x: Value, timesteps: int, state) -> tuple[Value, np.ndar
     membranes, or for signed neurons (membranes, net spike counts). ``state`` None: a fresh start."""
     arr, dyn = x
     shape = arr.shape[1:] if dyn else arr.shape
-    m = _prod(shape)
+    m = numel(shape)
     rows = np.ascontiguousarray(arr.reshape((timesteps if dyn else 1, m)), dtype=np.float32)
     p = step.neuron
-    inner = _prod(shape[2:]) if len(shape) > 2 else 1
+    inner = numel(shape[2:]) if len(shape) > 2 else 1
     v_th, shift, v_init = p.per_channel
     if state is None:
         v = np.tile(np.repeat(v_init, inner), m // (inner * v_init.size))  # element m has channel (m // inner) % C

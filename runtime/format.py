@@ -5,8 +5,8 @@ them. The format may only grow by optional attributes whose defaults :func:`neur
 """
 from __future__ import annotations
 
-import os
 import functools
+import os
 import re
 from dataclasses import dataclass
 

@@ -14,7 +14,7 @@ from .errors import InputError, SNNFormatError
 from .format import load_snn, metadata
 from .plan import TensorInfo, compile_plan
 from .reference import run_reference
-from .stats import RunResult, _prod, with_totals
+from .stats import RunResult, numel, with_totals
 
 ENGINES = ("auto", "event", "dense", "reference")  # "numba" is accepted as "auto"
 # Bytes of one layer's (T, chunk, ...) activations: small enough that buffers are recycled by the allocator
@@ -138,7 +138,7 @@ class InferenceSession:
         batch = next(iter(feeds.values())).shape[0] if feeds else 1
         if self.engine == "reference" or self._fixed_batch():  # a fixed batch (Reshapes may name it) is never cut
             return batch
-        per_sample = sum(_prod(v.shape[1:]) for v in feeds.values()) or 1
+        per_sample = sum(numel(v.shape[1:]) for v in feeds.values()) or 1
         widest = max(per_sample, self._widest_layer(feeds))
         return max(1, int(self.chunk_bytes // (4 * min(steps, early_stop or steps) * widest)))
 
@@ -146,7 +146,7 @@ class InferenceSession:
         """Split the batch so that no layer's (T, chunk, ...) activations exceed ``chunk_bytes``."""
         batch = next(iter(feeds.values())).shape[0] if feeds else 1
         chunk = self.chunk_size(feeds, steps, early_stop)
-        widest = max(sum(_prod(v.shape[1:]) for v in feeds.values()) or 1, self._widest_layer(feeds))
+        widest = max(sum(numel(v.shape[1:]) for v in feeds.values()) or 1, self._widest_layer(feeds))
         if min(steps, early_stop or steps) * min(batch, chunk) * widest < SERIAL_WORK:
             numba.set_num_threads(1)
         if self.engine == "reference" or batch <= chunk:

@@ -27,7 +27,7 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
-def _prod(shape) -> int:
+def numel(shape) -> int:
     """Elements of an array of ``shape`` (0 for None); plain integers: NumPy's prod costs microseconds per call."""
     return math.prod(int(d) for d in shape) if shape is not None else 0
 
@@ -38,22 +38,22 @@ def dense_macs(step: Step, shapes: dict[str, tuple]) -> int:
     if out is None:
         return 0
     if step.op == "Conv":
-        return _prod(out) * _prod(shapes[step.inputs[1]][1:])
+        return numel(out) * numel(shapes[step.inputs[1]][1:])
     if step.op == "Gemm":
         a = shapes[step.inputs[0]]
-        return _prod(out) * (a[0] if step.attrs.get("transA", 0) else a[-1])
+        return numel(out) * (a[0] if step.attrs.get("transA", 0) else a[-1])
     if step.op == "MatMul":
-        return _prod(out) * shapes[step.inputs[0]][-1]
+        return numel(out) * shapes[step.inputs[0]][-1]
     if step.op == "AveragePool":
-        return _prod(out) * _prod(step.attrs["kernel_shape"])
+        return numel(out) * numel(step.attrs["kernel_shape"])
     if step.op in ("GlobalAveragePool", "ReduceMean"):
-        return _prod(shapes[step.inputs[0]])
-    return _prod(out)
+        return numel(shapes[step.inputs[0]])
+    return numel(out)
 
 
 def fan_out(plan: Plan, tensor: str, shapes: dict[str, tuple], depth: int = 0) -> float:
     """Mean number of synaptic operations one non-zero element of ``tensor`` causes downstream."""
-    n_in = _prod(shapes.get(tensor))
+    n_in = numel(shapes.get(tensor))
     total = 0.0
     for consumer in plan.consumers.get(tensor, []):
         if consumer.neuron is not None:
@@ -88,7 +88,7 @@ def stats_layout(plan: Plan, shapes: dict[str, tuple]) -> StatsLayout:
                 dense_total += dense_macs(step, shapes)
             continue
         shape = shapes.get(step.outputs[0], ())
-        layers.append((step.name, _prod(shape[1:]) if len(shape) > 1 else 1, fan_out(plan, step.outputs[0], shapes)))
+        layers.append((step.name, numel(shape[1:]) if len(shape) > 1 else 1, fan_out(plan, step.outputs[0], shapes)))
     batch = max((shapes.get(i.name, (1,))[0] for i in plan.inputs), default=1) or 1
     return StatsLayout(dense_total, batch, tuple(layers))
 
