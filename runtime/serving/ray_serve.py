@@ -53,6 +53,7 @@ def ray_app(paths: list, names: list[str] | None = None, timesteps: int | None =
         models = {name: ServedModel(external.unpack(data), name, timesteps, threads, limits, lock, metrics.record_run)
                   for name, data in packed.items()}
         app = create_app(models, metrics, limits.max_body_bytes)
+        gc.collect()
         gc.freeze()  # as Server does: collections under load would walk every object loaded so far
         return app
 

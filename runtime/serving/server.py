@@ -5,7 +5,7 @@ The socket is bound and listening before ``serve_forever`` returns control to uv
 free port (``.port`` says which) and a client that connects early waits in the backlog instead of being refused.
 
 Once the models are loaded, every object then alive (the ONNX graphs, Numba's and FastAPI's type machinery, some
-hundred thousand) is moved out of the garbage collector's view (``gc.freeze``): each request allocates enough
+hundred thousand) is moved out of the garbage collector's view (``gc.collect`` then ``gc.freeze``): each request allocates enough
 containers to trigger collections, and a full one walked them all, which took most of the event loop's CPU under load.
 """
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Server:
         config = uvicorn.Config(self.app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=10)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
+        gc.collect()  # garbage now would stay uncollectable once frozen
         gc.freeze()  # see the module docstring
 
     @property
