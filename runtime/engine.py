@@ -81,6 +81,17 @@ class KernelCache:
             item = self._items[key] = make()
             return item
 
+    def stats_layout(self, plan: Plan, shapes: dict[str, tuple]) -> StatsLayout:
+        """The stats' shape-only part for these shapes, kept per set of shapes (one per batch size seen; at most
+        MAX_LAYOUTS, for callers that vary the batch freely)."""
+        key = layout_key(shapes)
+        layout = self.layouts.get(key)
+        if layout is None:
+            if len(self.layouts) >= MAX_LAYOUTS:
+                self.layouts.clear()
+            layout = self.layouts[key] = stats_layout(plan, shapes)
+        return layout
+
     def choose(self, step: Step, x: np.ndarray, dynamic: bool) -> str:
         """The path for this node and input: forced by the mode; in float32 (auto) event for a spiking input and
         dense for the analog one; in float64 (auto) by the input's density, known from the spike counts of the
@@ -271,8 +282,7 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
     out_shape = (timesteps, n_batch, n_out, ho, wo)
     if residual is not None and residual.shape != out_shape:
         return None
-    window = cache.get((pool.name, "tiling", out_shape[2:]), lambda: _tiling_pool(pool, out_shape[2:], cache)) \
-        if pool is not None and cache.spike_sink is None else None
+    window = _tiling_pool(pool, out_shape[2:], cache) if pool is not None and cache.spike_sink is None else None
     xs = np.ascontiguousarray(x, dtype=np.float32)
     if cache.choose(step, xs, True) != "event":
         return None
@@ -307,15 +317,17 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
 
 def _tiling_pool(pool: Step, in_shape: tuple, cache: KernelCache) -> tuple[tuple[int, int], float] | None:
     """((KH, KW), divisor) of a 2-D AveragePool whose windows tile its (C, H, W) input: stride == kernel, no
-    padding, every window inside the input (so one divisor, KH * KW); None otherwise."""
-    if pool.op != "AveragePool" or len(pool.attrs.get("kernel_shape", ())) != 2:
-        return None
-    kernel, strides, pads, divisor = cache.get((pool.name, in_shape), lambda: pool_geometry(pool.attrs, (1,) + in_shape))
-    (kh, kw), (hp, wp) = kernel, divisor.shape
-    if list(strides) != list(kernel) or any(pads) or hp * kh > in_shape[1] or wp * kw > in_shape[2] \
-            or not np.all(divisor == kh * kw):
-        return None
-    return (kh, kw), float(kh * kw)
+    padding, every window inside the input (so one divisor, KH * KW); None otherwise. Decided once per shape."""
+    def decide():
+        if pool.op != "AveragePool" or len(pool.attrs.get("kernel_shape", ())) != 2:
+            return None
+        kernel, strides, pads, divisor = pool_geometry(pool.attrs, (1,) + in_shape)
+        (kh, kw), (hp, wp) = kernel, divisor.shape
+        if list(strides) != list(kernel) or any(pads) or hp * kh > in_shape[1] or wp * kw > in_shape[2] \
+                or not np.all(divisor == kh * kw):
+            return None
+        return (kh, kw), float(kh * kw)
+    return cache.get((pool.name, "tiling", in_shape), decide)
 
 
 def _fusable(plan: Plan, index: int, env: dict, outputs: set) -> tuple[list[Step], str | None] | None:
@@ -552,13 +564,7 @@ def run_numba(plan: Plan, feeds: dict[str, np.ndarray], timesteps: int, cache: K
         traced.append(rows)
     state.sums, state.steps_done = sums, state.steps_done + timesteps
     shapes.update({name: np.shape(arr) for name, arr in list(feeds.items()) + list(plan.constants.items())})
-    key = layout_key(shapes)
-    layout = cache.layouts.get(key)
-    if layout is None:
-        if len(cache.layouts) >= MAX_LAYOUTS:  # one per batch size seen: bounded for callers that vary it freely
-            cache.layouts.clear()
-        layout = cache.layouts[key] = stats_layout(plan, shapes)
-    stats = layer_stats(plan, counts, shapes, timesteps, times, time.perf_counter() - start, layout)
+    stats = layer_stats(plan, counts, shapes, timesteps, times, time.perf_counter() - start, cache.stats_layout(plan, shapes))
     stats["node_path"] = dict(cache.paths)
     stats["precision"] = cache.precision
     return RunResult(outputs, traced if trace else None, stats, timesteps)
