@@ -52,8 +52,11 @@ OURS = {  # label -> (convert settings, T-specific?)
     "(f) ours: ltb (local threshold balancing on the SNN)": (dict(threshold="ltb"), True),
     "(g) ours: optimal, signed spikes": (dict(threshold="optimal", signed_spikes=True), True),
     "(h) ours: optimal, spikes chosen by the final selection": (dict(threshold="optimal", signed_spikes=None), True),
+    "(i) ours: optimal, bursts of up to 2 spikes": (dict(threshold="optimal", burst=2), True),
+    "(j) ours: optimal, bursts of up to 4 spikes": (dict(threshold="optimal", burst=4), True),
+    "(k) ours: optimal, bursts of up to 8 spikes": (dict(threshold="optimal", burst=8), True),
 }
-DEFAULT_ROWS = "a,b,c,d,f"  # (g), (h): signed IF neurons (docs/format.md), on request
+DEFAULT_ROWS = "a,b,c,d,f"  # (g), (h): signed IF neurons, (i)-(k) burst neurons (docs/format.md), on request
 REPORT_T = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DEFAULT_MODELS = "mnist_vgg,mnist_resnet,digits_cnn,digits_maxpool"
 DELAYED = "(e) SpikingJelly channel-wise, half threshold, pre-spike max-pool, delayed readout"
@@ -459,7 +462,7 @@ def main(argv=None) -> int:
     rows_arg = ap.add_mutually_exclusive_group()
     rows_arg.add_argument("--no-spikingjelly", action="store_true", help="skip the SpikingJelly rows")
     rows_arg.add_argument("--no-ours", action="store_true", help="skip our rows (--rows): SpikingJelly's alone, to --merge later")
-    ap.add_argument("--rows", default=DEFAULT_ROWS, help="our rows to run, by letter (default %(default)s; all: a,b,c,d,f,g,h)")
+    ap.add_argument("--rows", default=DEFAULT_ROWS, help="our rows to run, by letter (default %(default)s; all: a,b,c,d,f,g,h,i,j,k)")
     ap.add_argument("--reference-row", default="d", help="the row of ours the others are tested against (McNemar) and whose "
                     "gap to the ANN the zoo summary gives, by letter (default %(default)s: optimal)")
     ap.add_argument("--calib", help="calibration .npz ('image') instead of models/{dataset}_calib.npz, for every model")

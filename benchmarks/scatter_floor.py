@@ -138,7 +138,7 @@ def kernel_cost(plan, name: str, in_chw: tuple, density: float, timesteps: int, 
         v = np.full(n * ho * wo * n_out, 0.5, np.float32)
         out = np.empty((timesteps, n, n_out, ho, wo), np.float32)
         conv2d_events_if(x, wt, wflip, bias, cw.rows, cw.cols, cw.pad_w, cw.groups, np.array([ho, wo], np.int64),
-                         np.empty((0,) * 5, np.float32), np.ones(n_out, np.float32), np.zeros(n_out, np.float32), True,
+                         np.empty((0,) * 5, np.float32), np.ones(n_out, np.float32), np.zeros(n_out, np.float32), True, 1,
                          v, np.zeros(0, np.int32), np.empty(0, np.int64), 1.0, out, np.zeros((1, timesteps), np.int64), np.zeros((1, 1), np.int64))
 
     quiet = np.zeros((timesteps, n, c, h, wd), np.float32)

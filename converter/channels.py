@@ -20,7 +20,7 @@ def compact(values) -> float | np.ndarray:
 
 
 def set_neuron_params(model: onnx.ModelProto, params: dict[str, dict[str, float | np.ndarray]]) -> None:
-    """Overwrite v_th/shift/v_init (and signed) of the named IFNeurons; arrays become 1-D tensor attributes."""
+    """Overwrite v_th/shift/v_init (and signed, burst) of the named IFNeurons; arrays become 1-D tensor attributes."""
     for node in model.graph.node:
         if node.domain != fmt.DOMAIN or node.name not in params:
             continue
@@ -31,7 +31,7 @@ def set_neuron_params(model: onnx.ModelProto, params: dict[str, dict[str, float 
         for name, value in values.items():
             if isinstance(value, np.ndarray):
                 node.attribute.append(helper.make_attribute(name, numpy_helper.from_array(value.astype(np.float32), f"{node.name}_{name}")))
-            elif isinstance(value, int):  # the integer flag 'signed'
+            elif isinstance(value, int):  # the integers 'signed' and 'burst'
                 node.attribute.append(helper.make_attribute(name, value))
             else:
                 node.attribute.append(helper.make_attribute(name, float(value)))

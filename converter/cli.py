@@ -114,6 +114,10 @@ def _add_conversion_options(p: argparse.ArgumentParser, default_threshold: str =
                    help="unsigned: the paper's IF neurons; signed: a neuron whose membrane falls below 0 takes a spike back "
                         "(a negative spike; format extension, docs/format.md; not exportable to NIR); auto: optimal's final "
                         "selection tries both (twice the calibration time) (default %(default)s)")
+    p.add_argument("--burst", type=_positive_int, default=1, metavar="B",
+                   help="most spikes a neuron may fire in one step: 1 is the paper's neuron; B > 1 writes burst neurons "
+                        "(a spike of k * V_th, k <= B; for small T; format extension, docs/format.md; optimal only; not "
+                        "exportable to NIR) (default %(default)s)")
     p.add_argument("--v-init", type=_v_init, default=None,
                    help="initial membrane: a number, half (V_th/2) or calibrated (per channel; optimal only) (default: half for optimal and ltb, 0 otherwise)")
     p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false", default=None,
@@ -287,7 +291,7 @@ def _json_default(value):
 
 def _conversion_kwargs(args) -> dict:
     return {"threshold": args.threshold, "shift": args.shift, "reset": args.reset, "v_init": args.v_init, "batch_size": args.batch_size,
-            "signed_spikes": SPIKES[args.spikes],
+            "signed_spikes": SPIKES[args.spikes], "burst": args.burst,
             "bias_correction": args.bias_correction, "select": args.select, "maxpool": args.maxpool,
             "readout": args.readout, "readout_start": args.readout_start}
 
@@ -446,7 +450,8 @@ def cmd_demo(args) -> int:
     chosen = any(n.startswith(SELECTION_NOTE) for n in snn.report.notes)  # then v_init and bias correction depend on T
     knobs = "v_init and bias correction chosen per T by the final selection" if chosen else f"v_init {settings['v_init']}"
     _say(args, f"converted in {time.perf_counter() - start:.2f} s: {len(snn.thresholds)} neuron layers, threshold {settings['threshold']}, "
-               f"shift {settings['shift']}, {knobs}, reset {settings['reset']}" + (", signed spikes" if settings["signed_spikes"] else ""))
+               f"shift {settings['shift']}, {knobs}, reset {settings['reset']}" + (", signed spikes" if settings["signed_spikes"] else "")
+               + (f", bursts of up to {settings['burst']} spikes" if settings["burst"] > 1 else ""))
     results = evaluate(snn, model, feeds, y, timesteps, args.threads, None if not args.quiet else False, _session_factory(args))
     _finish_evaluation(args, results)
     return 0

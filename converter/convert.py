@@ -50,10 +50,11 @@ class Settings:
     select: bool = True
     readout_start: int = 0
     signed_spikes: bool | None = False  # None: optimal's final selection tries both
+    burst: int = 1                      # most spikes per neuron and step (optimal only)
 
 
 def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select=True, readout_start=0,
-                    signed_spikes=False) -> Settings:
+                    signed_spikes=False, burst=1) -> Settings:
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
         raise InputError(f"timesteps must be a positive integer, got {timesteps!r}")
     method = parse_method(threshold_method)
@@ -87,7 +88,13 @@ def _check_settings(timesteps, threshold_method, shift, reset, v_init, bias_corr
     if signed_spikes is None and not (method.kind == "optimal" and select):
         raise InputError(f"signed_spikes=None (--spikes auto) lets optimal's final selection choose the neuron; with threshold "
                          f"{threshold_method!r}{'' if select else ' and no selection'} give True or False (--spikes signed|unsigned)")
-    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select, int(readout_start), signed_spikes)
+    if isinstance(burst, bool) or not isinstance(burst, (int, np.integer)) or not 1 <= burst <= fmt.MAX_BURST:
+        raise InputError(f"burst must be an integer from 1 to {fmt.MAX_BURST} (most spikes per neuron and step), got {burst!r}")
+    if burst > 1 and (method.kind != "optimal" or reset != "subtract" or signed_spikes is not False):
+        raise InputError(f"burst {burst} needs threshold 'optimal' or 'optimal-layer' (its V_th search knows the burst), reset "
+                         f"'subtract' and unsigned spikes; got threshold {threshold_method!r}, reset {reset!r}, signed_spikes {signed_spikes!r}")
+    return Settings(timesteps, threshold_method, shift, reset, v_init, bias_correction, select, int(readout_start), signed_spikes,
+                    int(burst))
 
 
 class ConvertedSNN:
@@ -121,6 +128,8 @@ class ConvertedSNN:
         signed = bool(s.signed_spikes)
         if method.kind in SNN_SIDE:
             candidates = self._candidates(method) if method.kind == "optimal" else [Candidate(s.v_init, s.bias_correction, "ltb", signed)]
+            for cand in candidates:
+                cand.burst = s.burst
             feeds, targets, ann_outputs = self._calibration_set()
             best, chosen = select_candidates(model, feeds, targets, ann_outputs, s.timesteps, candidates, s.readout_start, per_channel=method.per_channel,
                                              shift=s.shift, reset=s.reset, upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
@@ -144,9 +153,11 @@ class ConvertedSNN:
                 v_th = threshold(stats[act.node.name], method, act.upper_bound)
                 v_init = v_th / 2 if s.v_init == "half" else v_th * 0.0 + float(s.v_init)
                 params[act.node.name] = {"v_th": compact(v_th), "shift": compact(shift_value(s.shift, v_th, s.timesteps)), "v_init": compact(v_init)}
-        if signed:
-            for p in params.values():
+        for p in params.values():
+            if signed:
                 p["signed"] = 1
+            if s.burst > 1:
+                p["burst"] = s.burst
         set_neuron_params(model, params)
         if s.readout_start >= s.timesteps:
             self.report.notes.append(f"{READOUT_START_NOTE} {s.readout_start} >= T={s.timesteps}: a run of T steps reads out the plain mean")
@@ -160,7 +171,7 @@ class ConvertedSNN:
                               for act in ctx.activations]
         self.report.settings = {"timesteps": s.timesteps, "threshold": s.threshold, "shift": s.shift, "reset": s.reset,
                                 "v_init": s.v_init, "bias_correction": s.bias_correction, "select": s.select,
-                                "readout_start": s.readout_start, "v_th_rule": rule, "signed_spikes": signed,
+                                "readout_start": s.readout_start, "v_th_rule": rule, "signed_spikes": signed, "burst": s.burst,
                                 "readout": self._ctx.options.get("readout", "membrane")}
         self.model = model
         self.ann_model = build_ann(ctx, {n: float(np.max(v)) for n, v in self.thresholds.items()}, self._source.opset)
@@ -200,7 +211,7 @@ class ConvertedSNN:
 
     def with_settings(self, **changes) -> "ConvertedSNN":
         """A copy re-emitted with other settings (timesteps, threshold, shift, reset, v_init, bias_correction, select,
-        readout_start, signed_spikes)."""
+        readout_start, signed_spikes, burst)."""
         unknown = sorted(set(changes) - set(vars(self.settings)))
         if unknown:
             raise InputError(f"unknown setting {unknown[0]!r}; settings: {', '.join(vars(self.settings))}")
@@ -265,7 +276,7 @@ def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
 def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal", shift: str | float | None = None,
             reset: str = "subtract", v_init: str | float | None = None, bias_correction: bool | None = None, batch_size: int = 64,
             progress: bool | None = None, maxpool: str = "gate", select: bool = True, readout: str = "membrane",
-            readout_start: int = 0, signed_spikes: bool | None = False) -> ConvertedSNN:
+            readout_start: int = 0, signed_spikes: bool | None = False, burst: int = 1) -> ConvertedSNN:
     """Convert an ONNX ANN (path, bytes or ModelProto) into an SNN.
 
     calibration: an array (single-input models), a dict input name -> array, or an iterable of such batches
@@ -284,10 +295,12 @@ def convert(model, calibration, timesteps: int = 32, threshold: str = "optimal",
     calibration data and keep the one whose output (read out as the file will be) agrees best with the ANN's
     (reported in the notes); select=False uses the defaults (v_init half, bias correction on). signed_spikes:
     True writes signed IF neurons (a negative spike takes back an excess; a format extension, see
-    docs/format.md), None lets optimal's final selection try both (twice the calibration time).
+    docs/format.md), None lets optimal's final selection try both (twice the calibration time). burst: the most
+    spikes a neuron may fire in one step (1: the paper's neuron; B > 1: burst neurons, a format extension for
+    small T, optimal only, see docs/format.md).
     """
-    _check_settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start, signed_spikes)
-    settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start, signed_spikes)
+    _check_settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start, signed_spikes, burst)
+    settings = Settings(timesteps, threshold, shift, reset, v_init, bias_correction, select, readout_start, signed_spikes, burst)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     source, ctx, clean = prepare(model, maxpool, readout)

@@ -44,12 +44,14 @@ def inspect_file(path: str) -> tuple[dict, str]:
             if node.domain == fmt.DOMAIN:
                 p = fmt.neuron_params(node)
                 info["layers"].append({"layer": node.name, "v_th": p.v_th.tolist(), "shift": p.shift.tolist(),
-                                       "v_init": p.v_init.tolist(), "reset": p.reset, "signed": p.signed})
+                                       "v_init": p.v_init.tolist(), "reset": p.reset, "signed": p.signed,
+                                       "burst": p.burst})
         lines.append("SNN description: " + ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in meta.items() if k.startswith("onnx2snn.")))
         lines.append(f"{'neuron layer':<40} {'V_th':>9} {'shift':>9} {'v_init':>8} reset")
         for layer in info["layers"]:
+            kind = (", signed" if layer["signed"] else "") + (f", burst {layer['burst']}" if layer["burst"] > 1 else "")
             lines.append(f"{layer['layer'][:40]:<40} {_scalar(layer['v_th']):>9} {_scalar(layer['shift']):>9} {_scalar(layer['v_init']):>8} "
-                         f"{layer['reset']}{', signed' if layer['signed'] else ''}")
+                         f"{layer['reset']}{kind}")
         lines.append("ops: " + ", ".join(f"{op} x{n}" for op, n in sorted(ops.items())))
     else:
         info["kind"] = "ann"

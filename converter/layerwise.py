@@ -58,15 +58,24 @@ class LayerParams:
     v_init: np.ndarray
 
 
+def v_th_factors(burst: int) -> np.ndarray:
+    """Candidate V_th / channel max: V_TH_FACTORS, extended down by the burst with the same points per decade (a
+    burst neuron reaches ``burst`` x V_th in one step, so its best V_th is up to ``burst`` times smaller)."""
+    if burst == 1:
+        return V_TH_FACTORS
+    return np.geomspace(0.1 / burst, 1.0, len(V_TH_FACTORS) + int(round((len(V_TH_FACTORS) - 1) * np.log10(burst))))
+
+
 def images_for(timesteps: int, available: int) -> int:
     """How many calibration images to simulate at T: fewer for long runs, never fewer than MIN_IMAGES."""
     return int(min(available, max(MIN_IMAGES, IMAGE_STEPS // timesteps)))
 
 
 @njit(parallel=True, cache=True)
-def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, signed, sq_err, mean_err):
+def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, signed, burst, sq_err, mean_err):
     """Simulate one layer for every candidate (k) and channel (c); accumulate errors against the target.
-    ``signed``: the format's signed neuron (a negative spike when v < 0 and the net count is positive).
+    ``signed``: the format's signed neuron (a negative spike when v < 0 and the net count is positive);
+    ``burst``: the most spikes a neuron fires in one step (the format's burst neuron when > 1).
 
     x: (Tx, N, C, S) float32 currents (Tx == 1: constant); target: (N, C, S) float32 ANN activation;
     v_th, v_init, shift: (K, C) float32. Writes sq_err[k, c] = mean (target - rate)^2 and
@@ -91,7 +100,12 @@ def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, signed
                     row = 0 if tx == 1 else t
                     for s in range(inner):
                         vs = v[s] + (x[row, n, c, s] + sh)
-                        if vs >= th:
+                        if burst > 1:
+                            for _ in range(burst):
+                                if vs >= th:
+                                    count[s] += 1
+                                    vs = vs - th
+                        elif vs >= th:
                             count[s] += 1
                             vs = vs - th if subtract else np.float32(0.0)
                         elif signed and vs < np.float32(0.0) and count[s] > 0:
@@ -137,7 +151,7 @@ def _v_init_base(v_init, v_th: np.ndarray) -> np.ndarray:
 
 def choose_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, per_channel: bool, shift, v_init,
                  reset: str, bias: bool, upper_bound: float | None, v_max: np.ndarray | None = None,
-                 signed: bool = False) -> LayerParams:
+                 signed: bool = False, burst: int = 1) -> LayerParams:
     """Parameters of one neuron layer from its real input currents x (Tx, N, C, S) and the ANN target (N, C, S)."""
     subtract = reset == "subtract"
     n_ch = target.shape[1]
@@ -147,16 +161,16 @@ def choose_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, per_chann
     if layer_max <= 0:
         layer_max = 1.0
     base = np.where(v_max > 0, v_max, layer_max) if per_channel else np.full(n_ch, layer_max)
-    v_th_c = base[None, :] * V_TH_FACTORS[:, None]
+    v_th_c = base[None, :] * v_th_factors(burst)[:, None]
     if upper_bound is not None:
         v_th_c = np.minimum(v_th_c, upper_bound)
     if v_init == "calibrated":
         grid_th = np.repeat(v_th_c, len(V_INIT_FACTORS), axis=0)
-        grid_v0 = grid_th * np.tile(V_INIT_FACTORS, len(V_TH_FACTORS))[:, None]
+        grid_v0 = grid_th * np.tile(V_INIT_FACTORS, len(v_th_c))[:, None]
     else:
         grid_th, grid_v0 = v_th_c, _v_init_base(v_init, v_th_c)
     grid_sh = _shift_base(shift, grid_th, timesteps)
-    sq, _ = _errors(x, target, grid_th, grid_v0, grid_sh, timesteps, subtract, signed)
+    sq, _ = _errors(x, target, grid_th, grid_v0, grid_sh, timesteps, subtract, signed, burst)
     if per_channel:
         best = np.argmin(sq, axis=0)
         pick = lambda grid: grid[best, np.arange(n_ch)]
@@ -165,16 +179,16 @@ def choose_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, per_chann
         pick = lambda grid: grid[best]
     v_th, v0, sh = pick(grid_th), pick(grid_v0), pick(grid_sh)
     if bias:
-        sh = _correct_bias(x, target, v_th, v0, sh, timesteps, subtract, signed)
+        sh = _correct_bias(x, target, v_th, v0, sh, timesteps, subtract, signed, burst)
     if not per_channel and not bias:
         v_th, v0, sh = v_th[:1], v0[:1], sh[:1]
     return LayerParams(v_th.astype(np.float32), sh.astype(np.float32), v0.astype(np.float32))
 
 
-def _correct_bias(x, target, v_th, v0, sh, timesteps, subtract, signed) -> np.ndarray:
+def _correct_bias(x, target, v_th, v0, sh, timesteps, subtract, signed, burst=1) -> np.ndarray:
     """Bias correction: add to each channel's shift the mean error it leaves, a few rounds (the rates move)."""
     for _ in range(BIAS_ROUNDS):
-        _, mean = _errors(x, target, v_th[None], v0[None], sh[None], timesteps, subtract, signed)
+        _, mean = _errors(x, target, v_th[None], v0[None], sh[None], timesteps, subtract, signed, burst)
         sh = sh + mean[0]
     return sh
 
@@ -192,7 +206,7 @@ def balanced_thresholds(x: np.ndarray) -> np.ndarray:
 
 
 def balance_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, shift, v_init, reset: str, bias: bool,
-                  upper_bound: float | None, signed: bool = False) -> LayerParams:
+                  upper_bound: float | None, signed: bool = False, burst: int = 1) -> LayerParams:
     """The ``ltb`` rule: V_th per channel balanced on the layer's time-averaged input current x (Tx, N, C, S),
     clipped at 0 as the ANN's ReLU does; a channel that never had a positive current gets the layer's largest
     V_th (or 1). v_init and shift as set; bias correction against the ANN target (N, C, S) if asked."""
@@ -203,20 +217,20 @@ def balance_layer(x: np.ndarray, target: np.ndarray, timesteps: int, *, shift, v
         v_th = np.minimum(v_th, upper_bound)
     v0, sh = _v_init_base(v_init, v_th), _shift_base(shift, v_th, timesteps)
     if bias:
-        sh = _correct_bias(x, target, v_th, v0, sh, timesteps, reset == "subtract", signed)
+        sh = _correct_bias(x, target, v_th, v0, sh, timesteps, reset == "subtract", signed, burst)
     return LayerParams(v_th.astype(np.float32), sh.astype(np.float32), v0.astype(np.float32))
 
 
-def _errors(x, target, v_th, v_init, shift, timesteps, subtract, signed=False):
+def _errors(x, target, v_th, v_init, shift, timesteps, subtract, signed=False, burst=1):
     k, c = v_th.shape
     sq, mean = np.zeros((k, c)), np.zeros((k, c))
     candidate_errors(x, target, np.ascontiguousarray(v_th, np.float32), np.ascontiguousarray(v_init, np.float32),
-                     np.ascontiguousarray(shift, np.float32), timesteps, subtract, signed, sq, mean)
+                     np.ascontiguousarray(shift, np.float32), timesteps, subtract, signed, burst, sq, mean)
     return sq, mean
 
 
 @njit(parallel=True, cache=True)
-def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, signed, spikes):
+def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, signed, burst, spikes):
     """The format's IF step, T times: x (Tx, N, C, S) currents, (C,) parameters, spikes (T, N, C, S) out."""
     tx, n_img, n_ch, inner = x.shape
     for c in prange(n_ch):
@@ -231,7 +245,14 @@ def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, signed, spikes):
                 row = 0 if tx == 1 else t
                 for s in range(inner):
                     vs = v[s] + (x[row, n, c, s] + sh)
-                    if vs >= th:
+                    if burst > 1:
+                        k = np.int32(0)
+                        for _ in range(burst):
+                            if vs >= th:
+                                vs = vs - th
+                                k += 1
+                        spikes[t, n, c, s] = np.float32(k) * th
+                    elif vs >= th:
                         spikes[t, n, c, s] = th
                         vs = vs - th if subtract else np.float32(0.0)
                         net[s] += 1
@@ -244,13 +265,13 @@ def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, signed, spikes):
                     v[s] = vs
 
 
-def fire(x: np.ndarray, params: LayerParams, timesteps: int, reset: str, signed: bool = False) -> np.ndarray:
+def fire(x: np.ndarray, params: LayerParams, timesteps: int, reset: str, signed: bool = False, burst: int = 1) -> np.ndarray:
     """Spikes (T, N, ...) of a layer with the chosen parameters for currents x (Tx, N, ...)."""
     layout = _as_layout(x, True)
     n_ch = layout.shape[2]
     v_th, shift, v0 = (np.ascontiguousarray(np.broadcast_to(a, (n_ch,)), np.float32) for a in (params.v_th, params.shift, params.v_init))
     spikes = np.empty((timesteps,) + layout.shape[1:], np.float32)
-    _fire_channels(layout, v_th, v0, shift, timesteps, reset == "subtract", signed, spikes)
+    _fire_channels(layout, v_th, v0, shift, timesteps, reset == "subtract", signed, burst, spikes)
     return spikes.reshape((timesteps,) + x.shape[1:])
 
 
@@ -309,7 +330,7 @@ def _samplewise(node: onnx.NodeProto, env: dict, constants: dict[str, np.ndarray
 def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str, np.ndarray], timesteps: int, *,
                   per_channel: bool, shift, v_init, reset: str, bias: bool, upper_bounds: dict[str, float | None],
                   v_max: dict[str, np.ndarray] | None = None, rule: str = "error",
-                  signed: bool = False) -> tuple[dict[str, LayerParams], dict[str, np.ndarray]]:
+                  signed: bool = False, burst: int = 1) -> tuple[dict[str, LayerParams], dict[str, np.ndarray]]:
     """Calibrate every IFNeuron of ``snn`` (any placeholder parameters) in topological order; see the module doc.
 
     feeds: the calibration inputs (N, ...); targets: neuron name -> the source ANN's activation (N, ...) there.
@@ -338,13 +359,13 @@ def calibrate_snn(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: d
             currents, target = _as_layout(xt, True), _as_layout(targets[node.name], False)
             if rule == "ltb":
                 params = balance_layer(currents, target, timesteps, shift=shift, v_init=v_init, reset=reset, bias=bias,
-                                       upper_bound=upper_bounds.get(node.name), signed=signed)
+                                       upper_bound=upper_bounds.get(node.name), signed=signed, burst=burst)
             else:
                 params = choose_layer(currents, target, timesteps, per_channel=per_channel, shift=shift, v_init=v_init,
                                       reset=reset, bias=bias, upper_bound=upper_bounds.get(node.name),
-                                      v_max=None if v_max is None else v_max.get(node.name), signed=signed)
+                                      v_max=None if v_max is None else v_max.get(node.name), signed=signed, burst=burst)
             chosen[node.name] = params
-            env[node.output[0]] = (fire(xt, params, timesteps, reset, signed), True)
+            env[node.output[0]] = (fire(xt, params, timesteps, reset, signed, burst), True)
         elif node.domain == DOMAIN and node.op_type == MAXPOOL_OP and env[node.input[0]][1]:
             step = _PoolStep(node.name, _attrs(node))
             env[node.output[0]] = spike_max_pool_handler(step, [env[node.input[0]]], None, timesteps)
@@ -384,6 +405,7 @@ class Candidate:
     bias: bool
     rule: str = "error"         # how V_th is chosen: "error" (step 1 of the module doc) or "ltb"
     signed: bool = False        # signed IF neurons (runtime/format.py)
+    burst: int = 1              # most spikes per neuron and step (runtime/format.py)
     agreement: float = 0.0      # top-1 agreement of the SNN readout with the ANN output on the calibration data
     cross_entropy: float = 0.0  # of softmax(SNN readout) against the ANN's top-1 class: what the selection minimises
 
@@ -408,7 +430,7 @@ def select(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str
     chosen = []
     for cand in candidates:
         params, outputs = calibrate_snn(snn, feeds, targets, timesteps, v_init=cand.v_init, bias=cand.bias, rule=cand.rule,
-                                        signed=cand.signed, **fixed)
+                                        signed=cand.signed, burst=cand.burst, **fixed)
         if len(candidates) == 1:
             return cand, params
         agree, ce = [], []

@@ -237,6 +237,8 @@ class _Builder:
         p = fmt.neuron_params(node)
         if p.signed:
             self._refuse(node, "signed spikes have no NIR primitive (NIR's IF only fires positive spikes); convert with --spikes unsigned")
+        if p.burst > 1:
+            self._refuse(node, f"burst spikes (burst {p.burst}) have no NIR primitive (NIR's IF fires one spike a step); convert with --burst 1")
         shape = self._shape(node.input[0], node.name, node.op_type)
         v_th, shift, v_init = (_per_element(v, shape) for v in (p.v_th, p.shift, p.v_init))
         meta = {"onnx2snn.node": node.name, "onnx2snn.reset": p.reset}

@@ -142,7 +142,7 @@ def _neuron(step: Step, x: Value, timesteps: int, state) -> tuple[Value, np.ndar
     spikes = np.empty((timesteps, m), np.float32)
     counts = np.zeros(((m + BLOCK - 1) // BLOCK, timesteps), np.int64)
     v, net = state if p.signed else (state, np.zeros(0, np.int32))
-    if_layer_state(rows, timesteps, v_th, shift, v, net, inner, p.reset == "subtract", spikes, counts)
+    if_layer_state(rows, timesteps, v_th, shift, v, net, inner, p.reset == "subtract", p.burst, spikes, counts)
     return (spikes.reshape((timesteps,) + shape), True), counts.sum(axis=0), state
 
 
@@ -308,7 +308,7 @@ def _conv_neuron(step: Step, neuron: Step, args: list, residual: np.ndarray | No
     counts = np.zeros((_blocks(n_batch), timesteps), np.int64)
     nonzero = np.zeros((counts.shape[0], 1), np.int64)
     conv2d_events_if(xs, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups, np.array([ho, wo], np.int64), res,
-                     v_th, shift, p.reset == "subtract", v_cl, net_cl, geometry, div, out, counts, nonzero)
+                     v_th, shift, p.reset == "subtract", p.burst, v_cl, net_cl, geometry, div, out, counts, nonzero)
     v = None if not keep_state else (to_first(v_cl), to_first(net_cl)) if p.signed else to_first(v_cl)
     counts = counts.sum(axis=0)
     known = spike_density(counts, out.size, p) if window is None else int(nonzero.sum()) / max(1, out.size)

@@ -36,14 +36,17 @@ META_READOUT_START = "onnx2snn.readout_start"   # optional, default 0: the reado
 _DIGITS = re.compile(r"[0-9]+\Z")  # ASCII digits only: str.isdigit also accepts e.g. '²', which int() refuses
 
 # Attributes of IFNeuron with their defaults (None: required).
-NEURON_DEFAULTS = {"v_th": None, "shift": 0.0, "v_init": 0.0, "reset": "subtract", "signed": 0}
+NEURON_DEFAULTS = {"v_th": None, "shift": 0.0, "v_init": 0.0, "reset": "subtract", "signed": 0, "burst": 1}
+MAX_BURST = 64  # the largest burst a file may ask for (a burst is counted in an int32 per neuron and step)
 
 _NEURON_DOC = """Integrate-and-fire neuron with threshold v_th, evaluated once per time step.
 Per step: v += x(t) + shift; if v >= v_th: s = v_th and v -= v_th (reset "subtract") or v = 0 (reset "zero");
 else s = 0. The membrane starts at v_init. Per-channel values may be 1-D tensors (one value per input channel).
 signed = 1 (reset "subtract" only) adds a negative spike: else if v < 0 and the neuron's net spike count
 (positive minus negative spikes so far) is > 0: s = -v_th and v += v_th. The net count never drops below 0,
-so the rate stays a ReLU's, but a neuron that fired early on a transient takes the excess back."""
+so the rate stays a ReLU's, but a neuron that fired early on a transient takes the excess back.
+burst = B > 1 (reset "subtract" only, not with signed) lets a neuron fire up to B spikes in one step: B times,
+if v >= v_th: v -= v_th and k += 1; then s = k * v_th (float32). B = 1 is the plain neuron."""
 
 
 def _register_schema() -> None:
@@ -54,7 +57,7 @@ def _register_schema() -> None:
     schema = S(
         NEURON_OP, DOMAIN, DOMAIN_VERSION, _NEURON_DOC,
         inputs=[S.FormalParameter("x", "T", "synaptic current x(t)")],
-        outputs=[S.FormalParameter("s", "T", "spikes s(t), 0 or v_th (or -v_th if signed)")],
+        outputs=[S.FormalParameter("s", "T", "spikes s(t), 0 or v_th (or -v_th if signed, k * v_th if burst)")],
         type_constraints=[("T", ["tensor(float)"], "32-bit float currents and spikes")],
         attributes=[
             S.Attribute("v_th", S.AttrType.FLOAT, "firing threshold (> 0); required (checked by the reader)", required=False),
@@ -62,6 +65,7 @@ def _register_schema() -> None:
             S.Attribute("v_init", S.AttrType.FLOAT, "initial membrane potential", required=False),
             S.Attribute("reset", S.AttrType.STRING, "'subtract' or 'zero'", required=False),
             S.Attribute("signed", S.AttrType.INT, "1: negative spikes take back an excess (default 0)", required=False),
+            S.Attribute("burst", S.AttrType.INT, "most spikes a neuron fires in one step (default 1)", required=False),
         ],
     )
     schema.set_type_and_shape_inference_function(lambda ctx: ctx.set_output_type(0, ctx.get_input_type(0)))
@@ -108,10 +112,13 @@ class NeuronParams:
     v_init: np.ndarray
     reset: str
     signed: bool = False
+    burst: int = 1
 
     def __post_init__(self):
         if self.signed and self.reset != "subtract":  # the kernels implement signed spikes with the soft reset only
             raise SNNFormatError(f"signed spikes need reset 'subtract', got {self.reset!r}")
+        if self.burst != 1 and (self.reset != "subtract" or self.signed):
+            raise SNNFormatError(f"burst spikes need reset 'subtract' and unsigned neurons, got reset {self.reset!r}, signed {self.signed}")
 
     @property
     def channels(self) -> int:
@@ -170,6 +177,11 @@ def neuron_params(node: onnx.NodeProto) -> NeuronParams:
         raise SNNFormatError(f"neuron '{node.name}': signed must be the integer 0 or 1, got {signed!r}")
     if signed and reset != "subtract":
         raise SNNFormatError(f"neuron '{node.name}': signed spikes need reset 'subtract', got {reset!r}")
+    burst = values["burst"]
+    if not isinstance(burst, int) or not 1 <= burst <= MAX_BURST:
+        raise SNNFormatError(f"neuron '{node.name}': burst must be an integer from 1 to {MAX_BURST}, got {burst!r}")
+    if burst > 1 and (reset != "subtract" or signed):
+        raise SNNFormatError(f"neuron '{node.name}': burst spikes need reset 'subtract' and signed 0, got reset {reset!r}, signed {signed}")
     for name in ("v_th", "shift", "v_init"):
         arr = values[name]
         if not isinstance(arr, np.ndarray):
@@ -181,7 +193,7 @@ def neuron_params(node: onnx.NodeProto) -> NeuronParams:
     sizes = {values[n].size for n in ("v_th", "shift", "v_init")} - {1}
     if len(sizes) > 1:
         raise SNNFormatError(f"neuron '{node.name}': per-channel attributes disagree on the channel count {sorted(sizes)}")
-    return NeuronParams(values["v_th"], values["shift"], values["v_init"], reset, bool(signed))
+    return NeuronParams(values["v_th"], values["shift"], values["v_init"], reset, bool(signed), burst)
 
 
 def metadata(model: onnx.ModelProto) -> dict[str, str]:

@@ -31,6 +31,13 @@ def if_step(x: np.ndarray, v: np.ndarray, p: NeuronParams, net: np.ndarray | Non
     ``net`` (positive minus negative spikes so far) is only kept for signed neurons; None otherwise."""
     v_th, shift = channel_view(p.v_th, x.ndim), channel_view(p.shift, x.ndim)
     v = v + (x + shift)
+    if p.burst > 1:  # up to ``burst`` spikes, one subtraction each, then s = k * v_th
+        k = np.zeros(x.shape, np.int32)
+        for _ in range(p.burst):
+            fired = v >= v_th
+            v = np.where(fired, v - v_th, v).astype(np.float32)
+            k += fired
+        return (k.astype(np.float32) * v_th).astype(np.float32), v, net
     fired = v >= v_th
     spikes = np.where(fired, v_th, np.float32(0.0)).astype(np.float32)
     if p.reset == "subtract":

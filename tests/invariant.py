@@ -69,10 +69,11 @@ def _approaches(before: float, after: float) -> bool:
     return after <= min(LONG_T_ERROR, max(CONVERGED, SHRINK * before))
 
 
-def check(case: Case, seed: int, optimal: bool = False, signed: bool = False) -> str:
+def check(case: Case, seed: int, optimal: bool = False, signed: bool = False, burst: int = 1) -> str:
     """Check the invariant on ``case``; return the outcome ("converted" or "refused"), raise AssertionError on
     a violation. ``optimal``: also convert with the default threshold method and run that SNN. ``signed``: both
-    conversions write signed neurons (``--spikes signed``), which must approach the ANN just the same."""
+    conversions write signed neurons (``--spikes signed``), which must approach the ANN just the same.
+    ``burst``: the optimal conversion writes burst neurons (``--burst``), run bit for bit as the float32 oracle."""
     rng = np.random.default_rng(seed)
     try:
         snn = converter.convert(case.model, case.feeds, timesteps=SHORT_T, threshold="max", progress=False, signed_spikes=signed)
@@ -108,7 +109,11 @@ def check(case: Case, seed: int, optimal: bool = False, signed: bool = False) ->
     else:
         raise AssertionError("SNN does not approach the ANN: relative error " + ", ".join(f"{e:.3g} at T={t}" for t, e in errors.items()))
     if optimal:
-        tuned = converter.convert(case.model, case.feeds, timesteps=4, progress=False, signed_spikes=signed)
+        tuned = converter.convert(case.model, case.feeds, timesteps=4, progress=False, signed_spikes=signed, burst=burst)
         got = InferenceSession(tuned.model.SerializeToString()).run(None, feeds)
         assert all(g.shape == a.shape and np.all(np.isfinite(g)) for g, a in zip(got, ann))
+        if burst > 1:
+            ref32 = InferenceSession(tuned.model, engine="reference", precision="float32").run(None, feeds)
+            for g, r in zip(got, ref32):
+                np.testing.assert_array_equal(g, r, err_msg="float32 Numba engine != float32 NumPy oracle (burst neurons)")
     return "converted"

@@ -104,6 +104,27 @@ def test_readout_by_spikes_from_the_command_line(files, capsys):
     assert code == 2 and "--readout" in err and not (d / "t.snn.onnx").exists()
 
 
+def test_burst_spikes_from_the_command_line(files, capsys):
+    """--burst 3 writes burst neurons that run and are inspected as such; a burst with a threshold method that does
+    not search V_th for it is refused before anything is written."""
+    d = files
+    code, out, err = run_cli(capsys, "convert", d / "model.onnx", "--calib", d / "calib.npy", "-o", d / "b.snn.onnx", "--timesteps", 2,
+                             "--burst", 3)
+    assert code == 0, err
+    neurons = [n for n in onnx.load(d / "b.snn.onnx").graph.node if n.op_type == "IFNeuron"]
+    assert neurons and all(any(a.name == "burst" and a.i == 3 for a in n.attribute) for n in neurons)
+    np.save(d / "x.npy", np.load(d / "calib.npy")[:5])
+    code, out, err = run_cli(capsys, "run", d / "b.snn.onnx", "--input", d / "x.npy", "--output", d / "y.npy")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "inspect", d / "b.snn.onnx")
+    assert code == 0 and ", burst 3" in out
+    code, out, err = run_cli(capsys, "convert", d / "model.onnx", "--calib", d / "calib.npy", "-o", d / "m.snn.onnx",
+                             "--burst", 3, "--threshold", "max")
+    assert code == 2 and err.startswith("error: burst 3 needs threshold 'optimal'") and not (d / "m.snn.onnx").exists()
+    code, out, err = run_cli(capsys, "convert", d / "model.onnx", "--calib", d / "calib.npy", "-o", d / "m.snn.onnx", "--burst", 0)
+    assert code == 2 and "--burst" in err and not (d / "m.snn.onnx").exists()
+
+
 def test_signed_spikes_from_the_command_line(files, capsys):
     """--spikes signed writes signed neurons that run; auto lets the selection choose (its note says which);
     signed with the zero reset is refused before anything is written."""

@@ -22,8 +22,8 @@ MODELS = {
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("settings", [dict(threshold="max"), dict(threshold="p99.9", reset="zero", shift="none", v_init="half"),
-                                      dict(threshold="optimal", signed_spikes=True)],
-                         ids=["max-subtract", "p99.9-zero", "optimal-signed"])
+                                      dict(threshold="optimal", signed_spikes=True), dict(threshold="optimal", burst=3)],
+                         ids=["max-subtract", "p99.9-zero", "optimal-signed", "optimal-burst"])
 def test_numba_equals_reference(name, seed, settings):
     model, shape = MODELS[name](seed)
     snn, x = converted(model, shape, seed, **settings)
@@ -34,7 +34,7 @@ def test_numba_equals_reference(name, seed, settings):
     np.testing.assert_allclose(out_fast, out_ref, rtol=0, atol=1e-5)
     assert [l["spikes"] for l in fast.stats["layers"]] == [l["spikes"] for l in ref.stats["layers"]]
     assert fast.stats["total_spikes"] > 0
-    if settings.get("signed_spikes"):  # each precision against its own oracle, bit for bit
+    if settings.get("signed_spikes") or settings.get("burst"):  # each precision against its own oracle, bit for bit
         out32 = InferenceSession(snn, engine="reference", precision="float32").run(None, {"x": x}, timesteps=8)[0]
         np.testing.assert_array_equal(out_fast, out32)
         out64 = InferenceSession(snn, precision="float64").run(None, {"x": x}, timesteps=8)[0]
@@ -119,12 +119,12 @@ def test_session_mirrors_onnxruntime_api():
     assert sess.default_timesteps == 8
 
 
-@pytest.mark.parametrize("signed", [False, True], ids=["if", "signed"])
-def test_a_run_continued_block_by_block_equals_one_run(signed):
+@pytest.mark.parametrize("kind", [{}, {"signed_spikes": True}, {"burst": 3}], ids=["if", "signed", "burst"])
+def test_a_run_continued_block_by_block_equals_one_run(kind):
     """Early stop runs blocks of steps from a carried state (membranes; for signed neurons also net counts, kept
     channels-last inside the fused Conv kernel): two blocks give one run's trace bit for bit."""
     from runtime.engine import RunState, run_numba
-    snn, x = converted(cnn(), (2, 12, 12), threshold="optimal", signed_spikes=signed)
+    snn, x = converted(cnn(), (2, 12, 12), threshold="optimal", **kind)
     sess = InferenceSession(snn)
     feeds = {"x": x}
     whole = run_numba(sess._plan, feeds, 8, sess._cache, True).trace[0]

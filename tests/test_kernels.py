@@ -212,7 +212,7 @@ def test_fused_conv_if_kernel_float32_sums_are_canonical(rng):
     v = np.full(n * ho * wo * c_out, 0.75, np.float32)
     out = np.empty((steps, n, c_out, ho, wo), np.float32)
     conv2d_events_if(x, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups,
-                     np.array([ho, wo], np.int64), np.empty((0,) * 5, np.float32), v_th, shift, True, v, np.zeros(0, np.int32),
+                     np.array([ho, wo], np.int64), np.empty((0,) * 5, np.float32), v_th, shift, True, 1, v, np.zeros(0, np.int32),
                      np.empty(0, np.int64), 1.0, out, np.zeros((1, steps), np.int64), np.zeros((1, 1), np.int64))
     membrane = np.full((n, c_out, ho, wo), 0.75, np.float32)
     th, sh = v_th[0], shift[0]
@@ -225,9 +225,11 @@ def test_fused_conv_if_kernel_float32_sums_are_canonical(rng):
     np.testing.assert_array_equal(v.reshape(n, ho, wo, c_out), membrane.transpose(0, 2, 3, 1))  # the last bits too
 
 
-def test_fused_conv_if_kernel_signed_neurons_match_the_oracle(rng):
+@pytest.mark.parametrize("kind", ["signed", "burst"])
+def test_fused_conv_if_kernel_signed_and_burst_neurons_match_the_oracle(rng, kind):
     """Signed neurons in the fused kernel: spikes of -v_th where the oracle's membrane drops below 0 with a
-    positive net count, membranes and net counts to the last bit."""
+    positive net count; burst neurons (up to 3 spikes a step): k * v_th. Membranes and net counts to the last bit."""
+    signed, burst = kind == "signed", 3 if kind == "burst" else 1
     from runtime.engine import _conv_weights
     from runtime.kernels.conv import conv2d_events_if
     steps, n, c_in, c_out = 6, 3, 4, 5
@@ -240,18 +242,22 @@ def test_fused_conv_if_kernel_signed_neurons_match_the_oracle(rng):
     ho, wo = cw.out_hw
     v_th, shift = np.linspace(1.0, 2.0, c_out).astype(np.float32), np.full(c_out, 0.0625, np.float32)
     v = np.full(n * ho * wo * c_out, 0.5, np.float32)
-    net = np.zeros(v.size, np.int32)
+    net = np.zeros(v.size if signed else 0, np.int32)
     out = np.empty((steps, n, c_out, ho, wo), np.float32)
     counts = np.zeros((1, steps), np.int64)
     conv2d_events_if(x, cw.wt, cw.wflip, cw.bias, cw.rows, cw.cols, cw.pad_w, cw.groups,
-                     np.array([ho, wo], np.int64), np.empty((0,) * 5, np.float32), v_th, shift, True, v, net,
+                     np.array([ho, wo], np.int64), np.empty((0,) * 5, np.float32), v_th, shift, True, burst, v, net,
                      np.empty(0, np.int64), 1.0, out, counts, np.zeros((1, 1), np.int64))
-    p = NeuronParams(v_th, shift, np.full(c_out, 0.5, np.float32), "subtract", True)
+    p = NeuronParams(v_th, shift, np.full(c_out, 0.5, np.float32), "subtract", signed, burst)
     membrane, want_net = np.full((n, c_out, ho, wo), 0.5, np.float32), None
     for t in range(steps):
         s, membrane, want_net = if_step(FLOAT32_OPS["Conv"]([x[t], w, b], attrs)[0], membrane, p, want_net)
         np.testing.assert_array_equal(out[t], s)
         assert counts[0, t] == np.count_nonzero(s)
-    assert (out < 0).any() and (out > 0).any()
     np.testing.assert_array_equal(v.reshape(n, ho, wo, c_out), membrane.transpose(0, 2, 3, 1))
-    np.testing.assert_array_equal(net.reshape(n, ho, wo, c_out), want_net.transpose(0, 2, 3, 1))
+    if signed:
+        assert (out < 0).any() and (out > 0).any()
+        np.testing.assert_array_equal(net.reshape(n, ho, wo, c_out), want_net.transpose(0, 2, 3, 1))
+    else:  # single, double and triple spikes all occur, and never more
+        multiple = np.rint(out / v_th[None, None, :, None, None])
+        assert {0, 1, 2, 3} <= set(np.unique(multiple).tolist()) <= {0, 1, 2, 3}

@@ -127,6 +127,12 @@ def test_signed_spikes_are_refused_by_name(tmp_path):
         export_nir(path)
 
 
+def test_burst_spikes_are_refused_by_name(tmp_path):
+    path = digits_snn(tmp_path, timesteps=2, burst=2)
+    with pytest.raises(NirExportError, match=r"node '[^']+' \(onnx2snn.IFNeuron\): burst spikes \(burst 2\) have no NIR primitive"):
+        export_nir(path)
+
+
 def test_cli_export_nir(tmp_path, capsys):
     path = digits_snn(tmp_path, timesteps=8, threshold="max")
     out = tmp_path / "d.nir"

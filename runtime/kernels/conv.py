@@ -181,7 +181,7 @@ def _pool_out(cur, dst, kh, kw, wo, n_out, div, pacc):
 
 
 @njit(cache=True)
-def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v_th, shift, subtract, vn, net, pool, pool_div,
+def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v_th, shift, subtract, burst, vn, net, pool, pool_div,
                out, acc, cur, pacc, counts, nonzero):
     """All T steps of sample n of ``conv2d_events_if`` (a function of its own: LLVM optimises it better than the
     body of a parallel loop)."""
@@ -200,7 +200,21 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v
             for q in range(size):
                 cur[q] = np.float32(acc[q])
         fired = 0
-        if net.shape[0] > 0:  # signed neurons (reset subtract), as kernels/neuron._block_signed
+        if burst > 1:  # burst neurons (reset subtract), as kernels/neuron._block_burst
+            for p in range(plane):
+                for o in range(n_out):
+                    q = p * n_out + o
+                    th = v_th[o]
+                    vk = vn[q] + (cur[q] + shift[o])
+                    k = np.int32(0)
+                    for _ in range(burst):
+                        up = vk >= th
+                        vk = vk - th if up else vk
+                        k += np.int32(up)
+                    cur[q] = np.float32(k) * th
+                    vn[q] = vk
+                    fired += np.int64(k > 0)
+        elif net.shape[0] > 0:  # signed neurons (reset subtract), as kernels/neuron._block_signed
             for p in range(plane):
                 for o in range(n_out):
                     q = p * n_out + o
@@ -234,7 +248,7 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, residual, v_th, shift, subtract, v, net, pool,
+def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, residual, v_th, shift, subtract, burst, v, net, pool,
                      pool_div, out, counts, nonzero):
     """Conv followed by its integrate-and-fire layer, fused: the current of a sample and step is integrated while
     it is in cache and never stored. Each thread owns whole samples for all T steps (their membranes too).
@@ -243,10 +257,11 @@ def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, resi
     added to the current (an Add between the Conv and the neuron, as in residual blocks), or an empty array.
     v_th, shift: (O,) float32. v: (N * Ho * Wo * O,) float32 membranes **channels-last** (the accumulator's
     order, so that the neuron update reads everything contiguously), updated. net: empty for IF neurons, or for
-    signed ones their (N * Ho * Wo * O,) int32 net spike counts, channels-last, updated. pool: empty, then out is the
+    signed ones their (N * Ho * Wo * O,) int32 net spike counts, channels-last, updated. burst: most spikes per neuron
+    and step (1: plain or signed; > 1: unsigned burst neurons). pool: empty, then out is the
     spikes (T, N, O, Ho, Wo) float32; or int64 [KH, KW] of an AveragePool that tiles the map and is the spikes'
     only reader, then out is its (T, N, O, Ho // KH, Wo // KW) output (``_pool_out``, divisor ``pool_div``) and
-    the spikes are never stored. counts: (n_blocks, T) int64 spikes (of either sign) per block of samples and step; nonzero:
+    the spikes are never stored. counts: (n_blocks, T) int64 events (non-zero spikes) per block of samples and step; nonzero:
     (n_blocks, 1) int64 non-zero pooled outputs per block. The neuron update is the same float32 arithmetic as
     ``if_layer_state``, on the same float32 current, branch-free.
     """
@@ -260,7 +275,7 @@ def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, resi
         cur = np.empty(size, np.float32)
         pacc = np.empty(out.shape[4] * n_out if pool.shape[0] > 0 else 0, np.float64)
         for n in range(blk * per, min(n_batch, (blk + 1) * per)):
-            _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, out_hw[1], residual, v_th, shift, subtract,
+            _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, out_hw[1], residual, v_th, shift, subtract, burst,
                        v[n * size:(n + 1) * size], net[n * size:(n + 1) * size] if net.shape[0] > 0 else net, pool, pool_div,
                        out, acc, cur, pacc, counts[blk], nonzero[blk])
 

@@ -64,8 +64,33 @@ def _block_signed(x, start, stop, timesteps, v_th, shift, v, net, inner, spikes,
         net[start + k] = nb[k]
 
 
+@njit(cache=True)
+def _block_burst(x, start, stop, timesteps, v_th, shift, v, inner, burst, spikes, counts, vb, th, sh):
+    """Burst neurons start..stop of ``if_layer_state`` (up to ``burst`` spikes a step), branch-free as ``_block_if``."""
+    const_input = x.shape[0] == 1
+    width = stop - start
+    _load_block(start, width, inner, v_th, shift, v, vb, th, sh)
+    for t in range(timesteps):
+        xt = x[0 if const_input else t, start:stop]
+        st = spikes[t, start:stop]
+        events = 0
+        for k in range(width):
+            vk = vb[k] + (xt[k] + sh[k])
+            n = np.int32(0)
+            for _ in range(burst):
+                fire = vk >= th[k]
+                vk = vk - th[k] if fire else vk
+                n += np.int32(fire)
+            st[k] = np.float32(n) * th[k]
+            vb[k] = vk
+            events += np.int64(n > 0)
+        counts[t] = events
+    for k in range(width):
+        v[start + k] = vb[k]
+
+
 @njit(parallel=True, cache=True, fastmath=False)
-def if_layer_state(x, timesteps, v_th, shift, v, net, inner, subtract, spikes, counts):
+def if_layer_state(x, timesteps, v_th, shift, v, net, inner, subtract, burst, spikes, counts):
     """Simulate one neuron layer for ``timesteps`` steps.
 
     x: (Tx, M) float32 currents, Tx == 1 for a constant (analog) current or Tx == timesteps.
@@ -73,9 +98,10 @@ def if_layer_state(x, timesteps, v_th, shift, v, net, inner, subtract, spikes, c
     (m // inner) % C. v: (M,) float32 membranes, read at the start and left as they are after the last step, so
     that a run can continue block by block (early stop). net: empty for IF neurons; for signed ones (reset
     "subtract") their (M,) int32 net spike counts, kept like ``v``: a neuron whose membrane is below 0 after the
-    step's input and whose net count is positive fires -v_th and gains v_th. spikes: (timesteps, M) float32
-    output, 0 or v_th (or -v_th). counts: (n_blocks, timesteps) int64 spikes of either sign per block and step,
-    summed by the caller (each block is owned by one thread).
+    step's input and whose net count is positive fires -v_th and gains v_th. burst: most spikes per neuron and
+    step (1: plain; > 1: reset "subtract", unsigned). spikes: (timesteps, M) float32 output, 0 or v_th (or -v_th,
+    or k * v_th). counts: (n_blocks, timesteps) int64 events (non-zero spikes, of either sign or any size) per
+    block and step, summed by the caller (each block is owned by one thread).
     """
     m_total = x.shape[1]
     n_blocks = (m_total + BLOCK - 1) // BLOCK
@@ -86,7 +112,9 @@ def if_layer_state(x, timesteps, v_th, shift, v, net, inner, subtract, spikes, c
         sh = np.empty(BLOCK, np.float32)
         start = blk * BLOCK
         stop = min(start + BLOCK, m_total)
-        if signed:
+        if burst > 1:
+            _block_burst(x, start, stop, timesteps, v_th, shift, v, inner, burst, spikes, counts[blk], vb, th, sh)
+        elif signed:
             _block_signed(x, start, stop, timesteps, v_th, shift, v, net, inner, spikes, counts[blk], vb,
                           np.empty(BLOCK, np.int32), th, sh)
         else:
