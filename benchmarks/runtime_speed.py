@@ -11,11 +11,12 @@ held-out split is within 0.5 point of the ANN's, beside SpikingJelly's simulatio
 its best recipe), at the largest batch. The T values default to the quality benchmark's run (docs/quality.md,
 ``ISO_T`` below); this script re-checks ours: it converts the SNN at that T and at the next smaller T of the
 quality table and prints both accuracies on the held-out split. ``--iso-spikes signed`` converts it with signed
-spikes (``convert --spikes signed``), which reach the same accuracy at a smaller T on mnist_resnet. Usage:
+spikes (``convert --spikes signed``), which reach the same accuracy at a smaller T on mnist_resnet; ``--iso-burst B``
+with burst neurons (``convert --burst B``). Usage:
 
     python benchmarks/runtime_speed.py [--models mnist_vgg,mnist_resnet] [--batches 1,256] [--timesteps 8,16,32]
                                        [--repeats 3] [--engines event,dense,auto,auto-float64] [--iso M=T:TSJ,...]
-                                       [--iso-spikes unsigned|signed] [--no-iso] [--json OUT.json]
+                                       [--iso-spikes unsigned|signed] [--iso-burst B] [--no-iso] [--json OUT.json]
 
 Every row is the best of --repeats runs, except the NumPy reference and the float64 dense path at batch > 1 (one
 run each: they take seconds to minutes). Times are wall-clock; on a shared machine, look at the load average and
@@ -92,6 +93,8 @@ def spikingjelly_net(snn_model, threads):
             return None, "zero-reset neurons are not mapped"
         if p.signed:
             return None, "signed neurons are not mapped (SpikingJelly's IFNode fires no negative spike)"
+        if p.burst > 1:
+            return None, "burst neurons are not mapped (SpikingJelly's IFNode fires one spike a step)"
         # Per-channel V_th: a unit-threshold IFNode on (x + shift) / V_th, spikes scaled back by V_th.
         neurons[s.name] = (neuron.IFNode(v_threshold=1.0, v_reset=None, step_mode="m"),
                            torch.from_numpy(p.v_th.copy()), torch.from_numpy(p.shift.copy()),
@@ -158,6 +161,8 @@ def main(argv=None):
     ap.add_argument("--no-iso", action="store_true", help="skip the iso-accuracy rows")
     ap.add_argument("--iso-spikes", choices=("unsigned", "signed"), default="unsigned",
                     help="the iso-accuracy SNN's neurons (convert --spikes); give --iso T values measured for them")
+    ap.add_argument("--iso-burst", type=int, default=1, metavar="B",
+                    help="the iso-accuracy SNN's burst (convert --burst); give --iso T values measured for it")
     ap.add_argument("--json", help="write every row as JSON")
     args = ap.parse_args(argv)
     iso = {} if args.no_iso else {m: tuple(int(t) for t in ts.split(":")) for m, ts in (item.split("=") for item in args.iso.split(","))}
@@ -223,7 +228,7 @@ def main(argv=None):
                 print_block(rows, base, os.getloadavg()[0])
         if name in iso:
             iso_rows(rows, name, ann, iso[name], calib, data, int(args.batches.split(",")[-1]), ort_sess, in_name, cores, thread_counts,
-                     args.repeats, signed=args.iso_spikes == "signed")
+                     args.repeats, signed=args.iso_spikes == "signed", burst=args.iso_burst)
     summary = acceptance(rows)
     print(summary["text"])
     print(f"total benchmark time {time.perf_counter() - t0:.0f} s")
@@ -231,24 +236,25 @@ def main(argv=None):
         Path(args.json).write_text(json.dumps({"machine": info, "rows": rows, "acceptance": summary["checks"]}, indent=2) + "\n")
 
 
-def iso_rows(rows, name, ann, ts, calib, data, batch, ort_sess, in_name, cores, thread_counts, repeats, signed=False):
+def iso_rows(rows, name, ann, ts, calib, data, batch, ort_sess, in_name, cores, thread_counts, repeats, signed=False, burst=1):
     """Speed at iso-accuracy: our SNN at T (its held-out accuracy, and the next smaller T's, re-checked here) and
     SpikingJelly's simulation for T_SJ steps, at ``batch``. SpikingJelly simulates our SNN converted at T: its
-    dense work per step does not depend on the thresholds its own recipes would choose (with ``signed``, ours
-    has signed neurons, which SpikingJelly's IFNode lacks: it times the unsigned conversion at T)."""
+    dense work per step does not depend on the thresholds its own recipes would choose (with ``signed`` or a
+    ``burst``, ours has neurons SpikingJelly's IFNode lacks: it times the plain conversion at T)."""
+    kind = "signed" if signed else f"burst {burst}" if burst > 1 else "unsigned"
     t_ours, t_sj = ts
     y = np.load(ROOT / "models" / "mnist_eval.npz")["y"]
     ann_acc = float(np.mean(np.concatenate([ort_sess.run(None, {in_name: data[i:i + 256]})[0].argmax(1) for i in range(0, len(data), 256)]) == y))
     smaller = [t for t in QUALITY_T if t < t_ours][-1:]
     snn = None
     for steps in smaller + [t_ours]:
-        snn = converter.convert(ann, calib, timesteps=steps, progress=False, signed_spikes=signed).model
+        snn = converter.convert(ann, calib, timesteps=steps, progress=False, signed_spikes=signed, burst=burst).model
         acc = float(np.mean(runtime.InferenceSession(snn).run(None, {in_name: data}, timesteps=steps)[0].argmax(1) == y))
         rows.append(dict(model=name, T=steps, batch=len(data), engine="iso accuracy check", threads=cores, seconds=None,
                          accuracy=acc, ann_accuracy=ann_acc, within_half_point=bool(acc >= ann_acc - 0.005),
-                         spikes="signed" if signed else "unsigned",
+                         spikes=kind,
                          note=f"held-out accuracy {100 * acc:.1f}% vs ANN {100 * ann_acc:.1f}%"))
-        print(f"\n{name}: SNN (optimal, float32{', signed spikes' if signed else ''}) at T={steps} on {len(data)} held-out images: {100 * acc:.2f}% (ANN {100 * ann_acc:.2f}%)")
+        print(f"\n{name}: SNN (optimal, float32, {kind} spikes) at T={steps} on {len(data)} held-out images: {100 * acc:.2f}% (ANN {100 * ann_acc:.2f}%)")
     x = data[:batch]
     feeds = {in_name: x}
     t_ort, c_ort, _ = best_of(lambda: ort_sess.run(None, feeds), repeats * 3)
@@ -258,8 +264,9 @@ def iso_rows(rows, name, ann, ts, calib, data, batch, ort_sess, in_name, cores, 
         sess = runtime.InferenceSession(snn, threads=n)
         sess.run(None, {in_name: x[:8]}, timesteps=t_ours)
         t, cpu, _ = best_of(lambda: sess.run(None, feeds, timesteps=t_ours), repeats)
-        rows.append(dict(base, engine="iso onnx2snn auto", threads=n, seconds=t, cpu_seconds=cpu, spikes="signed" if signed else "unsigned"))
-    sj, note = spikingjelly_net(converter.convert(ann, calib, timesteps=t_ours, progress=False).model if signed else snn, cores)
+        rows.append(dict(base, engine="iso onnx2snn auto", threads=n, seconds=t, cpu_seconds=cpu, spikes=kind))
+    plain = signed or burst > 1
+    sj, note = spikingjelly_net(converter.convert(ann, calib, timesteps=t_ours, progress=False).model if plain else snn, cores)
     if sj is None:
         rows.append(dict(model=name, T=t_sj, batch=batch, engine="iso spikingjelly", threads=cores, seconds=None, note=f"unavailable ({note})"))
     else:

@@ -147,25 +147,53 @@ def test_signed_state_carries_across_blocks_of_steps(rng):
     np.testing.assert_array_equal(whole, np.concatenate([first, second]))
 
 
-@pytest.mark.parametrize("signed", [False, True], ids=["if", "signed"])
-def test_calibration_simulates_the_runtime_neuron(rng, signed):
+@pytest.mark.parametrize("signed, burst", [(False, 1), (True, 1), (False, 3)], ids=["if", "signed", "burst"])
+def test_calibration_simulates_the_runtime_neuron(rng, signed, burst):
     """The converter's layer-wise calibration (converter/layerwise.py) simulates the neuron the runtime runs: its
     spikes equal the engine's bit for bit, and its candidate errors are those of the engine's rates."""
     from converter.layerwise import LayerParams, _errors, fire
-    currents = rng.normal(0.1, 0.8, (10, 4, 3, 6)).astype(np.float32)  # (T, N, C, S)
+    currents = rng.normal(0.1, 0.8 * burst, (10, 4, 3, 6)).astype(np.float32)  # (T, N, C, S)
     v_th, shift, v_init = np.array([0.7, 1.0, 1.3], np.float32), np.array([0.05, 0.0, 0.02], np.float32), np.array([0.3, 0.5, 0.0], np.float32)
-    calibrated = fire(currents, LayerParams(v_th, shift, v_init), 10, "subtract", signed)
-    runtime, _ = simulate_kernel(currents, params(v_th, shift, v_init, signed=signed))
+    calibrated = fire(currents, LayerParams(v_th, shift, v_init), 10, "subtract", signed, burst)
+    runtime, _ = simulate_kernel(currents, params(v_th, shift, v_init, signed=signed, burst=burst))
     np.testing.assert_array_equal(calibrated, runtime)
     assert signed == bool((runtime < 0).any())
+    assert (burst > 1) == bool((runtime > v_th[None, None, :, None] * 1.5).any())  # multiple spikes in a step
     target = rng.random((4, 3, 6)).astype(np.float32)
-    sq, mean = _errors(currents, target, v_th[None], v_init[None], shift[None], 10, True, signed)
+    sq, mean = _errors(currents, target, v_th[None], v_init[None], shift[None], 10, True, signed, burst)
     rate = runtime.astype(np.float64).mean(axis=0)
     np.testing.assert_allclose(sq[0], ((target - rate) ** 2).mean(axis=(0, 2)), rtol=1e-6)
-    np.testing.assert_allclose(mean[0], (target - rate).mean(axis=(0, 2)), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mean[0], (target - rate).mean(axis=(0, 2)), rtol=1e-6, atol=1e-7)  # float32 rates
 
 
 def test_signed_neuron_params_need_the_soft_reset():
     from runtime.errors import SNNFormatError
     with pytest.raises(SNNFormatError, match="signed spikes need reset 'subtract'"):
         params(reset="zero", signed=True)
+
+
+def test_burst_neuron_kernel_equals_reference_and_carries_state(rng):
+    """Burst neurons on random currents: the Numba layer kernel equals the reference bit for bit, every spike is
+    k * v_th with 0 <= k <= burst, and a run continued block by block equals one run (early stop)."""
+    currents = rng.normal(0.3, 2.5, (16, 3, 4, 5)).astype(np.float32)
+    p = params(v_th=[0.7, 1.1, 0.9, 1.3], shift=0.02, v_init=[0.1, 0.0, 0.3, 0.5], burst=4)
+    ref, _ = simulate_reference(currents, p)
+    kern, counts = simulate_kernel(currents, p)
+    np.testing.assert_array_equal(ref, kern)
+    k = np.rint(ref / p.v_th[None, None, :, None])
+    np.testing.assert_array_equal(ref, k.astype(np.float32) * p.v_th[None, None, :, None])  # s = float32(k) * v_th
+    assert k.min() == 0 and k.max() == 4
+    np.testing.assert_array_equal(counts, np.count_nonzero(ref.reshape(16, -1), axis=1))
+    step = Step("n", "IFNeuron", ("x",), ("s",), {}, p)
+    (whole, _), _, _ = _neuron(step, (currents, True), 16, None)
+    (first, _), _, state = _neuron(step, (currents[:7], True), 7, None)
+    (second, _), _, _ = _neuron(step, (currents[7:], True), 9, state)
+    np.testing.assert_array_equal(whole, np.concatenate([first, second]))
+
+
+def test_burst_neuron_params_need_the_soft_reset_and_unsigned_spikes():
+    from runtime.errors import SNNFormatError
+    with pytest.raises(SNNFormatError, match="burst spikes need reset 'subtract' and unsigned neurons"):
+        params(reset="zero", burst=2)
+    with pytest.raises(SNNFormatError, match="burst spikes need reset 'subtract' and unsigned neurons"):
+        params(signed=True, burst=2)
