@@ -100,11 +100,12 @@ def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, signed
                     row = 0 if tx == 1 else t
                     for s in range(inner):
                         vs = v[s] + (x[row, n, c, s] + sh)
-                        if burst > 1:
-                            for _ in range(burst):
-                                if vs >= th:
-                                    count[s] += 1
-                                    vs = vs - th
+                        if burst > 1:  # the runtime's B subtractions, stopped at the first that does not fire
+                            fired = 0
+                            while fired < burst and vs >= th:
+                                vs = vs - th
+                                fired += 1
+                            count[s] += fired
                         elif vs >= th:
                             count[s] += 1
                             vs = vs - th if subtract else np.float32(0.0)
@@ -246,11 +247,10 @@ def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, signed, burst, s
                 for s in range(inner):
                     vs = v[s] + (x[row, n, c, s] + sh)
                     if burst > 1:
-                        k = np.int32(0)
-                        for _ in range(burst):
-                            if vs >= th:
-                                vs = vs - th
-                                k += 1
+                        k = 0
+                        while k < burst and vs >= th:
+                            vs = vs - th
+                            k += 1
                         spikes[t, n, c, s] = np.float32(k) * th
                     elif vs >= th:
                         spikes[t, n, c, s] = th

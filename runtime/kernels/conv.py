@@ -200,7 +200,7 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v
             for q in range(size):
                 cur[q] = np.float32(acc[q])
         fired = 0
-        if burst > 1:  # burst neurons (reset subtract), as kernels/neuron._block_burst
+        if burst > 1:  # burst neurons (reset subtract), as kernels/neuron._block_if
             for p in range(plane):
                 for o in range(n_out):
                     q = p * n_out + o

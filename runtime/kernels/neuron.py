@@ -17,9 +17,9 @@ def _load_block(start, width, inner, v_th, shift, v, vb, th, sh):
 
 
 @njit(cache=True)
-def _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, spikes, counts, vb, th, sh):
+def _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, burst, spikes, counts, vb, th, sh):
     """Neurons start..stop of ``if_layer_state`` for all steps (a function of its own: LLVM vectorises it better
-    than the body of a parallel loop)."""
+    than the body of a parallel loop). ``burst`` > 1: up to that many spikes a step (reset subtract)."""
     const_input = x.shape[0] == 1
     width = stop - start
     _load_block(start, width, inner, v_th, shift, v, vb, th, sh)
@@ -27,13 +27,25 @@ def _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, spikes
         xt = x[0 if const_input else t, start:stop]
         st = spikes[t, start:stop]
         fired = 0
-        for k in range(width):  # branch-free: fired or not is random, a branch would be mispredicted
-            vk = vb[k] + (xt[k] + sh[k])
-            fire = vk >= th[k]
-            st[k] = th[k] if fire else np.float32(0.0)
-            reset = vk - th[k] if subtract else np.float32(0.0)
-            vb[k] = reset if fire else vk
-            fired += np.int64(fire)
+        if burst > 1:  # a branch per step, not per neuron: both loops stay branch-free and vectorised
+            for k in range(width):
+                vk = vb[k] + (xt[k] + sh[k])
+                n = np.int32(0)
+                for _ in range(burst):
+                    up = vk >= th[k]
+                    vk = vk - th[k] if up else vk
+                    n += np.int32(up)
+                st[k] = np.float32(n) * th[k]
+                vb[k] = vk
+                fired += np.int64(n > 0)
+        else:
+            for k in range(width):  # branch-free: fired or not is random, a branch would be mispredicted
+                vk = vb[k] + (xt[k] + sh[k])
+                fire = vk >= th[k]
+                st[k] = th[k] if fire else np.float32(0.0)
+                reset = vk - th[k] if subtract else np.float32(0.0)
+                vb[k] = reset if fire else vk
+                fired += np.int64(fire)
         counts[t] = fired
     for k in range(width):
         v[start + k] = vb[k]
@@ -64,31 +76,6 @@ def _block_signed(x, start, stop, timesteps, v_th, shift, v, net, inner, spikes,
         net[start + k] = nb[k]
 
 
-@njit(cache=True)
-def _block_burst(x, start, stop, timesteps, v_th, shift, v, inner, burst, spikes, counts, vb, th, sh):
-    """Burst neurons start..stop of ``if_layer_state`` (up to ``burst`` spikes a step), branch-free as ``_block_if``."""
-    const_input = x.shape[0] == 1
-    width = stop - start
-    _load_block(start, width, inner, v_th, shift, v, vb, th, sh)
-    for t in range(timesteps):
-        xt = x[0 if const_input else t, start:stop]
-        st = spikes[t, start:stop]
-        events = 0
-        for k in range(width):
-            vk = vb[k] + (xt[k] + sh[k])
-            n = np.int32(0)
-            for _ in range(burst):
-                fire = vk >= th[k]
-                vk = vk - th[k] if fire else vk
-                n += np.int32(fire)
-            st[k] = np.float32(n) * th[k]
-            vb[k] = vk
-            events += np.int64(n > 0)
-        counts[t] = events
-    for k in range(width):
-        v[start + k] = vb[k]
-
-
 @njit(parallel=True, cache=True, fastmath=False)
 def if_layer_state(x, timesteps, v_th, shift, v, net, inner, subtract, burst, spikes, counts):
     """Simulate one neuron layer for ``timesteps`` steps.
@@ -112,10 +99,8 @@ def if_layer_state(x, timesteps, v_th, shift, v, net, inner, subtract, burst, sp
         sh = np.empty(BLOCK, np.float32)
         start = blk * BLOCK
         stop = min(start + BLOCK, m_total)
-        if burst > 1:
-            _block_burst(x, start, stop, timesteps, v_th, shift, v, inner, burst, spikes, counts[blk], vb, th, sh)
-        elif signed:
+        if signed:
             _block_signed(x, start, stop, timesteps, v_th, shift, v, net, inner, spikes, counts[blk], vb,
                           np.empty(BLOCK, np.int32), th, sh)
         else:
-            _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, spikes, counts[blk], vb, th, sh)
+            _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, burst, spikes, counts[blk], vb, th, sh)
