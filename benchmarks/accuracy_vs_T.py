@@ -386,8 +386,12 @@ def plot(results: dict, path: str, reference: str = OPTIMAL) -> None:
     import matplotlib.pyplot as plt
 
     models = list(results["models"])
-    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * max(len(models), 3), 6.0), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    cols = min(len(models), 3) if len(models) > 4 else len(models)  # more than four panels: rows of three
+    nrows = -(-len(models) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * max(cols, 3), 6.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for ax, model in zip(axes.flat, models):
         r = results["models"][model]
         for label, acc in r["rows"].items():
             ts = sorted(int(k) for k in acc)
@@ -403,7 +407,7 @@ def plot(results: dict, path: str, reference: str = OPTIMAL) -> None:
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)  # below the panels: hides no data
-    fig.tight_layout(rect=(0, 0.06 + 0.025 * ((len(labels) + 2) // 3), 1, 1))
+    fig.tight_layout(rect=(0, (0.06 + 0.025 * ((len(labels) + 2) // 3)) / nrows, 1, 1))
     fig.savefig(path, dpi=110)
 
 
