@@ -128,11 +128,9 @@ class ConvertedSNN:
         signed = bool(s.signed_spikes)
         if method.kind in SNN_SIDE:
             candidates = self._candidates(method) if method.kind == "optimal" else [Candidate(s.v_init, s.bias_correction, "ltb", signed)]
-            for cand in candidates:
-                cand.burst = s.burst
             feeds, targets, ann_outputs = self._calibration_set()
             best, chosen = select_candidates(model, feeds, targets, ann_outputs, s.timesteps, candidates, s.readout_start, per_channel=method.per_channel,
-                                             shift=s.shift, reset=s.reset, upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
+                                             shift=s.shift, reset=s.reset, burst=s.burst, upper_bounds={a.node.name: a.upper_bound for a in ctx.activations},
                                              v_max={n: stats[n].channel_max for n in names})
             s = self.settings = Settings(**(vars(s) | {"v_init": best.v_init, "bias_correction": best.bias, "signed_spikes": best.signed}))
             rule, signed = best.rule, best.signed

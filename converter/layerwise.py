@@ -405,7 +405,6 @@ class Candidate:
     bias: bool
     rule: str = "error"         # how V_th is chosen: "error" (step 1 of the module doc) or "ltb"
     signed: bool = False        # signed IF neurons (runtime/format.py)
-    burst: int = 1              # most spikes per neuron and step (runtime/format.py)
     agreement: float = 0.0      # top-1 agreement of the SNN readout with the ANN output on the calibration data
     cross_entropy: float = 0.0  # of softmax(SNN readout) against the ANN's top-1 class: what the selection minimises
 
@@ -430,7 +429,7 @@ def select(snn: onnx.ModelProto, feeds: dict[str, np.ndarray], targets: dict[str
     chosen = []
     for cand in candidates:
         params, outputs = calibrate_snn(snn, feeds, targets, timesteps, v_init=cand.v_init, bias=cand.bias, rule=cand.rule,
-                                        signed=cand.signed, burst=cand.burst, **fixed)
+                                        signed=cand.signed, **fixed)
         if len(candidates) == 1:
             return cand, params
         agree, ce = [], []
