@@ -12,6 +12,8 @@ once to float32, like the float64 reference ops.
 import numpy as np
 from numba import njit, prange
 
+from .neuron import burst_step
+
 
 def tap_targets(size: int, kernel: int, stride: int, pad: int, dilation: int, out_size: int) -> np.ndarray:
     """targets[p, k]: the output index that input position p reaches through kernel tap k, or -1.
@@ -204,15 +206,8 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v
             for p in range(plane):
                 for o in range(n_out):
                     q = p * n_out + o
-                    th = v_th[o]
-                    vk = vn[q] + (cur[q] + shift[o])
-                    k = np.int32(0)
-                    for _ in range(burst):
-                        up = vk >= th
-                        vk = vk - th if up else vk
-                        k += np.int32(up)
-                    cur[q] = np.float32(k) * th
-                    vn[q] = vk
+                    k, vn[q] = burst_step(vn[q] + (cur[q] + shift[o]), v_th[o], burst)
+                    cur[q] = np.float32(k) * v_th[o]
                     fired += np.int64(k > 0)
         elif net.shape[0] > 0:  # signed neurons (reset subtract), as kernels/neuron._block_signed
             for p in range(plane):

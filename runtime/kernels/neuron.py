@@ -16,6 +16,18 @@ def _load_block(start, width, inner, v_th, shift, v, vb, th, sh):
         sh[k] = shift[ch]
 
 
+@njit(cache=True, inline="always")
+def burst_step(vk, th, burst):
+    """A burst neuron's firing after its input: ``burst`` subtractions of ``th``, each where the membrane still
+    reaches it (branch-free, so the loops over neurons vectorise). Returns (spikes k, membrane); s = k * th."""
+    n = np.int32(0)
+    for _ in range(burst):
+        up = vk >= th
+        vk = vk - th if up else vk
+        n += np.int32(up)
+    return n, vk
+
+
 @njit(cache=True)
 def _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, burst, spikes, counts, vb, th, sh):
     """Neurons start..stop of ``if_layer_state`` for all steps (a function of its own: LLVM vectorises it better
@@ -29,14 +41,8 @@ def _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, burst,
         fired = 0
         if burst > 1:  # a branch per step, not per neuron: both loops stay branch-free and vectorised
             for k in range(width):
-                vk = vb[k] + (xt[k] + sh[k])
-                n = np.int32(0)
-                for _ in range(burst):
-                    up = vk >= th[k]
-                    vk = vk - th[k] if up else vk
-                    n += np.int32(up)
+                n, vb[k] = burst_step(vb[k] + (xt[k] + sh[k]), th[k], burst)
                 st[k] = np.float32(n) * th[k]
-                vb[k] = vk
                 fired += np.int64(n > 0)
         else:
             for k in range(width):  # branch-free: fired or not is random, a branch would be mispredicted
