@@ -99,6 +99,20 @@ def test_kernel_matches_reference_on_random_currents(rng, reset):
     np.testing.assert_array_equal(ref, kern)
 
 
+@pytest.mark.parametrize("shape", [(5, 3, 7, 11), (9, 37), (2, 300, 1, 1), (3, 2, 1000)], ids=["conv", "features", "tall", "wide"])
+@pytest.mark.parametrize("kind", ["if", "signed", "burst"])
+def test_kernel_blocks_straddling_channels_and_samples_match_reference(rng, shape, kind):
+    """Layers of several kernel blocks (256 neurons each) that start mid-channel, with channels wrapping round
+    from one sample to the next, or one neuron per channel: every neuron gets its own channel's parameters."""
+    n_ch = shape[1]
+    currents = rng.normal(0.2, 1.5, (6,) + shape).astype(np.float32)
+    p = params(v_th=rng.uniform(0.3, 1.5, n_ch), shift=rng.uniform(0, 0.1, n_ch), v_init=rng.uniform(0, 0.5, n_ch),
+               signed=kind == "signed", burst=3 if kind == "burst" else 1)
+    ref, _ = simulate_reference(currents, p)
+    kern, _ = simulate_kernel(currents, p)
+    np.testing.assert_array_equal(ref, kern)
+
+
 def sequence(values):
     values = np.asarray(values, np.float32)
     return values.reshape(len(values), 1, 1)

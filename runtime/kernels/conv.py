@@ -12,7 +12,7 @@ once to float32, like the float64 reference ops.
 import numpy as np
 from numba import njit, prange
 
-from .neuron import burst_step
+from .neuron import burst_fire
 
 
 def tap_targets(size: int, kernel: int, stride: int, pad: int, dilation: int, out_size: int) -> np.ndarray:
@@ -184,7 +184,7 @@ def _pool_out(cur, dst, kh, kw, wo, n_out, div, pacc):
 
 @njit(cache=True)
 def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v_th, shift, subtract, burst, vn, net, pool, pool_div,
-               out, acc, cur, pacc, counts, nonzero):
+               out, acc, cur, kb, pacc, counts, nonzero):
     """All T steps of sample n of ``conv2d_events_if`` (a function of its own: LLVM optimises it better than the
     body of a parallel loop)."""
     timesteps = x.shape[0]
@@ -206,9 +206,13 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v
             for p in range(plane):
                 for o in range(n_out):
                     q = p * n_out + o
-                    k, vn[q] = burst_step(vn[q] + (cur[q] + shift[o]), v_th[o], burst)
-                    cur[q] = np.float32(k) * v_th[o]
-                    fired += np.int64(k > 0)
+                    vn[q] = vn[q] + (cur[q] + shift[o])
+            burst_fire(vn, kb, v_th, plane, n_out, burst)
+            for p in range(plane):
+                for o in range(n_out):
+                    q = p * n_out + o
+                    cur[q] = np.float32(kb[q]) * v_th[o]
+                    fired += np.int64(kb[q] > 0)
         elif net.shape[0] > 0:  # signed neurons (reset subtract), as kernels/neuron._block_signed
             for p in range(plane):
                 for o in range(n_out):
@@ -268,11 +272,12 @@ def conv2d_events_if(x, wt, wflip, bias, rows, cols, pad_w, groups, out_hw, resi
     for blk in prange(n_blocks):
         acc = np.empty(size, bias.dtype)
         cur = np.empty(size, np.float32)
+        kb = np.empty(size if burst > 1 else 0, np.int32)  # burst neurons' spikes per step
         pacc = np.empty(out.shape[4] * n_out if pool.shape[0] > 0 else 0, np.float64)
         for n in range(blk * per, min(n_batch, (blk + 1) * per)):
             _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, out_hw[1], residual, v_th, shift, subtract, burst,
                        v[n * size:(n + 1) * size], net[n * size:(n + 1) * size] if net.shape[0] > 0 else net, pool, pool_div,
-                       out, acc, cur, pacc, counts[blk], nonzero[blk])
+                       out, acc, cur, kb, pacc, counts[blk], nonzero[blk])
 
 
 @njit(parallel=True, cache=True, fastmath=False)
