@@ -97,28 +97,47 @@ def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, signed
                     v[s] = v_init[k, c]
                     count[s] = 0
                 for t in range(timesteps):
-                    row = 0 if tx == 1 else t
-                    for s in range(inner):
-                        vs = v[s] + (x[row, n, c, s] + sh)
-                        if burst > 1:  # the runtime's B subtractions, stopped at the first that does not fire
-                            fired = 0
-                            while fired < burst and vs >= th:
-                                vs = vs - th
-                                fired += 1
-                            count[s] += fired
-                        elif vs >= th:
-                            count[s] += 1
-                            vs = vs - th if subtract else np.float32(0.0)
-                        elif signed and vs < np.float32(0.0) and count[s] > 0:
-                            count[s] -= 1
-                            vs = vs + th
-                        v[s] = vs
+                    _if_row(x[0 if tx == 1 else t, n, c], v, count, th, sh, subtract, signed, burst)
                 for s in range(inner):
                     d = target[n, c, s] - count[s] * th / timesteps
                     e2 += d * d
                     e1 += d
             sq_err[k, c] = e2 * scale
             mean_err[k, c] = e1 * scale
+
+
+@njit(cache=True, inline="always")
+def _if_row(xr, v, count, th, sh, subtract, signed, burst):
+    """One step of the format's neuron for a row of neurons of one channel: currents xr, membranes v and net spike
+    counts ``count`` updated. One branch-free loop per neuron kind (the kind is the same for the whole row), with
+    unsigned indices, so that LLVM vectorises it; each neuron does the arithmetic of kernels/neuron.py."""
+    size = np.uint64(xr.shape[0])
+    if burst > 1:  # the runtime's B subtractions, each where the membrane still reaches V_th
+        for s in range(size):
+            v[s] = v[s] + (xr[s] + sh)
+        for _ in range(burst):
+            more = False
+            for s in range(size):
+                up = v[s] >= th
+                v[s] = v[s] - (th if up else np.float32(0.0))
+                count[s] += np.int32(up)
+                more |= up
+            if not more:
+                break
+    elif signed:
+        for s in range(size):
+            vs = v[s] + (xr[s] + sh)
+            up = vs >= th
+            down = vs < np.float32(0.0) and count[s] > 0  # never with up: v_th > 0
+            count[s] += np.int32(up) - np.int32(down)
+            v[s] = vs - th if up else (vs + th if down else vs)
+    else:
+        for s in range(size):
+            vs = v[s] + (xr[s] + sh)
+            up = vs >= th
+            count[s] += np.int32(up)
+            reset = vs - th if subtract else np.float32(0.0)
+            v[s] = reset if up else vs
 
 
 def _channels(shape: tuple) -> tuple[int, int]:
@@ -232,37 +251,24 @@ def _errors(x, target, v_th, v_init, shift, timesteps, subtract, signed=False, b
 
 @njit(parallel=True, cache=True)
 def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, signed, burst, spikes):
-    """The format's IF step, T times: x (Tx, N, C, S) currents, (C,) parameters, spikes (T, N, C, S) out."""
+    """The format's IF step, T times: x (Tx, N, C, S) currents, (C,) parameters, spikes (T, N, C, S) out: the
+    step's change of the net spike count times V_th (0 or V_th; -V_th for a signed neuron's negative spike; k * V_th
+    for a burst of k), as the runtime's float32(k) * v_th."""
     tx, n_img, n_ch, inner = x.shape
     for c in prange(n_ch):
         th, sh = v_th[c], shift[c]
         v = np.empty(inner, np.float32)
-        net = np.empty(inner, np.int32)
+        count = np.empty(inner, np.int32)
+        before = np.empty(inner, np.int32)
         for n in range(n_img):
             for s in range(inner):
                 v[s] = v_init[c]
-                net[s] = 0
+                count[s] = 0
             for t in range(timesteps):
-                row = 0 if tx == 1 else t
+                before[:] = count
+                _if_row(x[0 if tx == 1 else t, n, c], v, count, th, sh, subtract, signed, burst)
                 for s in range(inner):
-                    vs = v[s] + (x[row, n, c, s] + sh)
-                    if burst > 1:
-                        k = 0
-                        while k < burst and vs >= th:
-                            vs = vs - th
-                            k += 1
-                        spikes[t, n, c, s] = np.float32(k) * th
-                    elif vs >= th:
-                        spikes[t, n, c, s] = th
-                        vs = vs - th if subtract else np.float32(0.0)
-                        net[s] += 1
-                    elif signed and vs < np.float32(0.0) and net[s] > 0:
-                        spikes[t, n, c, s] = -th
-                        vs = vs + th
-                        net[s] -= 1
-                    else:
-                        spikes[t, n, c, s] = 0.0
-                    v[s] = vs
+                    spikes[t, n, c, s] = np.float32(count[s] - before[s]) * th
 
 
 def fire(x: np.ndarray, params: LayerParams, timesteps: int, reset: str, signed: bool = False, burst: int = 1) -> np.ndarray:
