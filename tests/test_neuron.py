@@ -161,20 +161,21 @@ def test_signed_state_carries_across_blocks_of_steps(rng):
     np.testing.assert_array_equal(whole, np.concatenate([first, second]))
 
 
-@pytest.mark.parametrize("signed, burst", [(False, 1), (True, 1), (False, 3)], ids=["if", "signed", "burst"])
-def test_calibration_simulates_the_runtime_neuron(rng, signed, burst):
+@pytest.mark.parametrize("signed, burst, reset", [(False, 1, "subtract"), (False, 1, "zero"), (True, 1, "subtract"), (False, 3, "subtract")],
+                         ids=["if", "if-reset-zero", "signed", "burst"])
+def test_calibration_simulates_the_runtime_neuron(rng, signed, burst, reset):
     """The converter's layer-wise calibration (converter/layerwise.py) simulates the neuron the runtime runs: its
     spikes equal the engine's bit for bit, and its candidate errors are those of the engine's rates."""
     from converter.layerwise import LayerParams, _errors, fire
     currents = rng.normal(0.1, 0.8 * burst, (10, 4, 3, 6)).astype(np.float32)  # (T, N, C, S)
     v_th, shift, v_init = np.array([0.7, 1.0, 1.3], np.float32), np.array([0.05, 0.0, 0.02], np.float32), np.array([0.3, 0.5, 0.0], np.float32)
-    calibrated = fire(currents, LayerParams(v_th, shift, v_init), 10, "subtract", signed, burst)
-    runtime, _ = simulate_kernel(currents, params(v_th, shift, v_init, signed=signed, burst=burst))
+    calibrated = fire(currents, LayerParams(v_th, shift, v_init), 10, reset, signed, burst)
+    runtime, _ = simulate_kernel(currents, params(v_th, shift, v_init, reset=reset, signed=signed, burst=burst))
     np.testing.assert_array_equal(calibrated, runtime)
     assert signed == bool((runtime < 0).any())
     assert (burst > 1) == bool((runtime > v_th[None, None, :, None] * 1.5).any())  # multiple spikes in a step
     target = rng.random((4, 3, 6)).astype(np.float32)
-    sq, mean = _errors(currents, target, v_th[None], v_init[None], shift[None], 10, True, signed, burst)
+    sq, mean = _errors(currents, target, v_th[None], v_init[None], shift[None], 10, reset == "subtract", signed, burst)
     rate = runtime.astype(np.float64).mean(axis=0)
     np.testing.assert_allclose(sq[0], ((target - rate) ** 2).mean(axis=(0, 2)), rtol=1e-6)
     np.testing.assert_allclose(mean[0], (target - rate).mean(axis=(0, 2)), rtol=1e-6, atol=1e-7)  # float32 rates
