@@ -34,6 +34,7 @@ from numba import njit, prange
 from onnx import helper, numpy_helper
 
 from runtime.format import DOMAIN, MAXPOOL_OP, NEURON_OP
+from runtime.kernels.neuron import burst_fire
 from runtime.plan import _attrs
 from runtime.readout import OutputSums, add_block
 from runtime.spike_pool import spike_max_pool_handler
@@ -87,9 +88,11 @@ def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, signed
     for c in prange(n_ch):
         v = np.empty(inner, np.float32)
         count = np.empty(inner, np.int32)
+        th_row = np.empty(inner, np.float32)  # burst_fire's per-neuron thresholds
         for k in range(n_cand):
             th = v_th[k, c]
             sh = shift[k, c]
+            th_row[:] = th
             e2 = 0.0
             e1 = 0.0
             for n in range(n_img):
@@ -97,7 +100,7 @@ def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, signed
                     v[s] = v_init[k, c]
                     count[s] = 0
                 for t in range(timesteps):
-                    _if_row(x[0 if tx == 1 else t, n, c], v, count, th, sh, subtract, signed, burst)
+                    _if_row(x[0 if tx == 1 else t, n, c], v, count, th, th_row, sh, subtract, signed, burst)
                 for s in range(inner):
                     d = target[n, c, s] - count[s] * th / timesteps
                     e2 += d * d
@@ -107,23 +110,16 @@ def candidate_errors(x, target, v_th, v_init, shift, timesteps, subtract, signed
 
 
 @njit(cache=True, inline="always")
-def _if_row(xr, v, count, th, sh, subtract, signed, burst):
+def _if_row(xr, v, count, th, th_row, sh, subtract, signed, burst):
     """One step of the format's neuron for a row of neurons of one channel: currents xr, membranes v and net spike
-    counts ``count`` updated. One branch-free loop per neuron kind (the kind is the same for the whole row), with
-    unsigned indices, so that LLVM vectorises it; each neuron does the arithmetic of kernels/neuron.py."""
+    counts ``count`` updated (``th_row``: th for each neuron, for the runtime's ``burst_fire``). One branch-free
+    loop per neuron kind (the kind is the same for the whole row), with unsigned indices, so that LLVM vectorises
+    it; each neuron does the arithmetic of kernels/neuron.py."""
     size = np.uint64(xr.shape[0])
     if burst > 1:  # the runtime's B subtractions, each where the membrane still reaches V_th
         for s in range(size):
             v[s] = v[s] + (xr[s] + sh)
-        for _ in range(burst):
-            more = False
-            for s in range(size):
-                up = v[s] >= th
-                v[s] = v[s] - (th if up else np.float32(0.0))
-                count[s] += np.int32(up)
-                more |= up
-            if not more:
-                break
+        burst_fire(v, count, th_row, 1, xr.shape[0], burst)
     elif signed:
         for s in range(size):
             vs = v[s] + (xr[s] + sh)
@@ -257,6 +253,7 @@ def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, signed, burst, s
     tx, n_img, n_ch, inner = x.shape
     for c in prange(n_ch):
         th, sh = v_th[c], shift[c]
+        th_row = np.full(inner, th, np.float32)
         v = np.empty(inner, np.float32)
         count = np.empty(inner, np.int32)
         before = np.empty(inner, np.int32)
@@ -266,7 +263,7 @@ def _fire_channels(x, v_th, v_init, shift, timesteps, subtract, signed, burst, s
                 count[s] = 0
             for t in range(timesteps):
                 before[:] = count
-                _if_row(x[0 if tx == 1 else t, n, c], v, count, th, sh, subtract, signed, burst)
+                _if_row(x[0 if tx == 1 else t, n, c], v, count, th, th_row, sh, subtract, signed, burst)
                 for s in range(inner):
                     spikes[t, n, c, s] = np.float32(count[s] - before[s]) * th
 

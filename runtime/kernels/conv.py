@@ -207,6 +207,7 @@ def _sample_if(x, n, wt, wflip, bias, rows, cols, pad_w, groups, wo, residual, v
                 for o in range(n_out):
                     q = p * n_out + o
                     vn[q] = vn[q] + (cur[q] + shift[o])
+                    kb[q] = 0
             burst_fire(vn, kb, v_th, plane, n_out, burst)
             for p in range(plane):
                 for o in range(n_out):

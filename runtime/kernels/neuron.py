@@ -29,14 +29,13 @@ def _load_block(start, width, inner, v_th, shift, v, vb, th, sh):
 @njit(cache=True, inline="always")
 def burst_fire(vm, k, th, n_rows, n_cols, burst):
     """Burst neurons' firing after their input: up to ``burst`` subtractions of the threshold, each where the
-    membrane still reaches it; k[q] counts them (its spike is k * th). vm, k: (n_rows * n_cols,) in rows of
-    n_cols neurons, neuron (r, c) with threshold th[c] (one row of per-neuron thresholds, or rows of pixels with
-    per-channel ones). One pass per subtraction over all neurons, so the loop over neurons is innermost and
-    vectorises; the passes stop when one fires nobody. Each neuron sees the same subtractions in the same order
-    as the loop ``for _ in range(burst): if v >= th: v -= th`` of the reference, so the same bits."""
+    membrane still reaches it, added to k[q] (the runtime zeroes k first: its spike is k * th; the calibration
+    keeps counting over the steps). vm, k: (n_rows * n_cols,) in rows of n_cols neurons, neuron (r, c) with
+    threshold th[c] (one row of per-neuron thresholds, or rows of pixels with per-channel ones). One pass per
+    subtraction over all neurons, so the loop over neurons is innermost and vectorises; the passes stop when one
+    fires nobody. Each neuron sees the same subtractions in the same order as the loop
+    ``for _ in range(burst): if v >= th: v -= th`` of the reference, so the same bits."""
     cols = np.uint64(n_cols)  # unsigned: no negative-index wraparound, so LLVM vectorises (4x faster)
-    for q in range(np.uint64(n_rows) * cols):
-        k[q] = 0
     for _ in range(burst):
         more = False
         for r in range(np.uint64(n_rows)):
@@ -66,6 +65,7 @@ def _block_if(x, start, stop, timesteps, v_th, shift, v, inner, subtract, burst,
         if burst > 1:  # a branch per step, not per neuron: the loops stay branch-free and vectorised
             for k in range(width):
                 vb[k] = vb[k] + (xt[k] + sh[k])
+                kb[k] = 0
             burst_fire(vb, kb, th, 1, width, burst)
             for k in range(width):
                 st[k] = np.float32(kb[k]) * th[k]
